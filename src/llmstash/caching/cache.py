@@ -1,0 +1,390 @@
+"""``Cache``: the configured cache, its LiteLLM-style methods, and the fail-open engine.
+
+The completion functions ask the Cache three things: does this call use you (``plan``), what
+do you hold for it (``read``/``aread``), keep this answer (``write``/``awrite``). Every storage
+failure stops here: it is counted, logged once per kind (key hash only), and the call carries on
+as a miss.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from llmstash._core.envelope import Entry, decode, encode
+from llmstash._core.keys import digest, with_namespace
+from llmstash._core.policy import (
+    CacheMode,
+    check_seconds,
+    parse_call_types,
+    parse_controls,
+    parse_mode,
+    uses_cache,
+)
+from llmstash._request import Request, build_request
+from llmstash.backends import storage_class
+from llmstash.backends.base import Storage
+from llmstash.exceptions import ConfigurationError, CorruptEntryError
+from llmstash.types import RESPONSE_KINDS, OpenAIObject, kind_of
+
+logger = logging.getLogger("llmstash")
+
+DEFAULT_MAX_ITEM_BYTES = 8 * 1024 * 1024
+
+_BACKEND_DEFAULT_TTL = {"local": "default_in_memory_ttl", "redis": "default_in_redis_ttl"}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one call does with the cache."""
+
+    key: str
+    read: bool
+    write: bool
+    ttl: float | None
+    max_age: float | None
+
+
+class _Counters:
+    __slots__ = ("_lock", "values")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values = dict.fromkeys(("hits", "misses", "writes", "errors", "corrupt", "oversized"), 0)
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self.values[name] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.values)
+
+
+def _call_user_function(fn: Callable[..., Any], cache: Cache, *args: Any, **kwargs: Any) -> Any:
+    """Call an add/get/key override; functions written with a leading ``self`` get the cache."""
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        params = []
+    if params and params[0] == "self" and not inspect.ismethod(fn):
+        return fn(cache, *args, **kwargs)
+    return fn(*args, **kwargs)
+
+
+class Cache:
+    """A response cache; assign it to ``llmstash.cache`` to cache every supported call.
+
+    Args:
+        type: the backend: ``"local"`` (in-process LRU, the default) or ``"disk"``.
+        mode: ``CacheMode.default_on`` (calls use the cache unless told not to) or
+            ``CacheMode.default_off`` (only calls with ``caching=True`` or
+            ``cache={"use-cache": True}`` use it).
+        namespace: a prefix for every key, isolating this cache's entries.
+        ttl: seconds an entry stays valid; ``None`` (the default) means no expiry.
+        default_in_memory_ttl: the default TTL of a ``local`` cache when ``ttl`` is not given.
+        supported_call_types: which calls are cached (default: all of them).
+        max_item_bytes: an answer whose entry exceeds this many bytes is not stored (default 8 MiB).
+        clock: the time source for TTL and ``s-maxage`` (tests inject a fake one).
+        **kwargs: backend parameters: ``max_size_in_memory`` (entries, default 100,000) and
+            ``max_memory_bytes`` (default 256 MiB) for ``local``; ``disk_cache_dir``
+            (default ``.llmstash_cache``), ``max_disk_bytes`` (default 1 GiB) and
+            ``disk_timeout`` (SQLite lock wait, default 1 s) for ``disk``.
+    """
+
+    def __init__(
+        self,
+        type: str = "local",
+        mode: CacheMode | str = CacheMode.default_on,
+        host: str | None = None,
+        port: int | str | None = None,
+        password: str | None = None,
+        namespace: str | None = None,
+        ttl: float | None = None,
+        default_in_memory_ttl: float | None = None,
+        default_in_redis_ttl: float | None = None,
+        supported_call_types: list[str] | None = None,
+        max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
+        clock: Callable[[], float] = time.time,
+        **kwargs: Any,
+    ) -> None:
+        storage_cls = storage_class(type)
+        self.type = type
+        self.mode = parse_mode(mode)
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ConfigurationError(f"namespace must be a non-empty string or None, got {namespace!r}")
+        self.namespace = namespace
+        self.supported_call_types = parse_call_types(supported_call_types)
+        if isinstance(max_item_bytes, bool) or not isinstance(max_item_bytes, int) or max_item_bytes <= 0:
+            raise ConfigurationError(f"max_item_bytes must be a positive integer, got {max_item_bytes!r}")
+        self.max_item_bytes = max_item_bytes
+        if not callable(clock):
+            raise ConfigurationError("clock must be a callable returning seconds, like time.time")
+        self._clock = clock
+
+        backend_ttls = {"default_in_memory_ttl": default_in_memory_ttl, "default_in_redis_ttl": default_in_redis_ttl}
+        own_ttl_name = _BACKEND_DEFAULT_TTL.get(type)
+        for name, value in backend_ttls.items():
+            check_seconds(name, value)
+            if value is not None and name != own_ttl_name:
+                raise ConfigurationError(f"{name} applies to type={'redis' if 'redis' in name else 'local'!r}, not {type!r}")
+        self.ttl = check_seconds("ttl", ttl)
+        if self.ttl is None and own_ttl_name is not None:
+            self.ttl = check_seconds(own_ttl_name, backend_ttls[own_ttl_name])
+
+        options = {"host": host, "port": port, "password": password, **kwargs}
+        options = {name: value for name, value in options.items() if value is not None}
+        self.storage: Storage = storage_cls.from_options(options, clock)
+        self._counters = _Counters()
+        self._reported: set[tuple[str, str]] = set()
+
+    def __repr__(self) -> str:
+        return f"Cache(type={self.type!r}, mode={self.mode.value!r}, namespace={self.namespace!r}, ttl={self.ttl!r})"
+
+    # ----- keys -------------------------------------------------------------------------------
+
+    def get_cache_key(self, *args: Any, **kwargs: Any) -> str:
+        """The key a call with these keyword arguments uses, namespace included."""
+        request = build_request(kwargs.pop("call_type", None), kwargs)
+        return with_namespace(request.key(), self.namespace, request.controls.namespace)
+
+    def _key(self, request: Request) -> str:
+        custom = self.__dict__.get("get_cache_key")
+        if custom is None:
+            return with_namespace(request.key(), self.namespace, request.controls.namespace)
+        return with_namespace(str(_call_user_function(custom, self, **request.kwargs)), self.namespace, request.controls.namespace)
+
+    def plan(self, request: Request) -> Plan | None:
+        """How a call uses this cache, or None when it does not use it at all."""
+        if request.call_type not in self.supported_call_types:
+            return None
+        controls = request.controls
+        if not uses_cache(self.mode, request.caching, controls):
+            return None
+        ttl = controls.ttl if controls.ttl is not None else self.ttl
+        return Plan(self._key(request), not controls.no_cache, not controls.no_store, ttl, controls.max_age)
+
+    # ----- the engine: reads and writes that never fail the call -------------------------------
+
+    def _failed(self, operation: str, key: str, exc: BaseException) -> None:
+        self._counters.add("errors")
+        kind = (operation, type(exc).__name__)
+        level = logging.DEBUG if kind in self._reported else logging.WARNING
+        self._reported.add(kind)
+        logger.log(
+            level,
+            "llmstash: %s cache %s failed for key hash %s (%s); the call goes on without the cache",
+            self.type,
+            operation,
+            digest(key),
+            type(exc).__name__,
+        )
+
+    def _accept(self, key: str, raw: bytes | None, max_age: float | None) -> tuple[Entry | None, bool]:
+        """(entry or None, whether the stored bytes are unusable and should be deleted)."""
+        if raw is None:
+            return None, False
+        try:
+            entry = decode(raw)
+        except CorruptEntryError:
+            self._counters.add("corrupt")
+            logger.warning("llmstash: dropped an undecodable %s cache entry, key hash %s", self.type, digest(key))
+            return None, True
+        now = self._clock()
+        if entry.expired(now):
+            return None, True
+        if max_age is not None and entry.age(now) > max_age:
+            return None, False
+        return entry, False
+
+    def _entry_from_custom(self, value: Any, family: str | None) -> Entry | None:
+        """An entry made from what a custom ``get_cache`` returned."""
+        if value is None:
+            return None
+        if isinstance(value, OpenAIObject):
+            return Entry(kind_of(value) or family or "value", self._clock(), None, value.model_dump())
+        if isinstance(value, dict) and family is not None:
+            return Entry(family, self._clock(), None, value)
+        return Entry("value", self._clock(), None, value)
+
+    def _count_read(self, entry: Entry | None, family: str) -> Entry | None:
+        if entry is not None and entry.kind != family:
+            entry = None  # e.g. a custom key shared by a chat call and an embedding call
+        self._counters.add("hits" if entry is not None else "misses")
+        return entry
+
+    def _blob(self, key: str, result: Any, ttl: float | None) -> bytes | None:
+        """The envelope to store, or None when the result is not to be kept."""
+        if ttl == 0:
+            return None
+        kind = kind_of(result)
+        data = result._data if kind is not None else result
+        now = self._clock()
+        blob = encode(kind or "value", data, now, None if ttl is None else now + ttl)
+        if len(blob) > self.max_item_bytes:
+            self._counters.add("oversized")
+            logger.debug("llmstash: not storing %d bytes under key hash %s (max_item_bytes)", len(blob), digest(key))
+            return None
+        return blob
+
+    def read(self, plan: Plan, request: Request) -> Entry | None:
+        """The cached entry for a call, or None (a miss, or a backend failure)."""
+        custom = self.__dict__.get("get_cache")
+        try:
+            if custom is not None:
+                value = _call_user_function(custom, self, cache_key=plan.key, **request.kwargs)
+                return self._count_read(self._entry_from_custom(value, request.family), request.family)
+            entry, drop = self._accept(plan.key, self.storage.get(plan.key), plan.max_age)
+            if drop:
+                self.storage.delete(plan.key)
+        except Exception as exc:
+            self._failed("read", plan.key, exc)
+            return None
+        return self._count_read(entry, request.family)
+
+    async def aread(self, plan: Plan, request: Request) -> Entry | None:
+        custom = self.__dict__.get("async_get_cache") or self.__dict__.get("get_cache")
+        try:
+            if custom is not None:
+                value = _call_user_function(custom, self, cache_key=plan.key, **request.kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+                return self._count_read(self._entry_from_custom(value, request.family), request.family)
+            entry, drop = self._accept(plan.key, await self.storage.aget(plan.key), plan.max_age)
+            if drop:
+                await self.storage.adelete(plan.key)
+        except Exception as exc:
+            self._failed("read", plan.key, exc)
+            return None
+        return self._count_read(entry, request.family)
+
+    def write(self, plan: Plan, request: Request, response: OpenAIObject) -> None:
+        """Store a fresh answer under the call's key (failures are counted, never raised)."""
+        custom = self.__dict__.get("add_cache")
+        try:
+            if custom is not None:
+                _call_user_function(custom, self, response, cache_key=plan.key, **request.kwargs)
+                self._counters.add("writes")
+                return
+            blob = self._blob(plan.key, response, plan.ttl)
+            if blob is not None:
+                self.storage.set(plan.key, blob, plan.ttl)
+                self._counters.add("writes")
+        except Exception as exc:
+            self._failed("write", plan.key, exc)
+
+    async def awrite(self, plan: Plan, request: Request, response: OpenAIObject) -> None:
+        custom = self.__dict__.get("async_add_cache") or self.__dict__.get("add_cache")
+        try:
+            if custom is not None:
+                outcome = _call_user_function(custom, self, response, cache_key=plan.key, **request.kwargs)
+                if inspect.isawaitable(outcome):
+                    await outcome
+                self._counters.add("writes")
+                return
+            blob = self._blob(plan.key, response, plan.ttl)
+            if blob is not None:
+                await self.storage.aset(plan.key, blob, plan.ttl)
+                self._counters.add("writes")
+        except Exception as exc:
+            self._failed("write", plan.key, exc)
+
+    # ----- the LiteLLM-style direct API --------------------------------------------------------
+
+    def _direct(self, cache_key: str | None, kwargs: dict[str, Any]) -> tuple[str, float | None, float | None]:
+        """Key, ttl and max-age for add_cache/get_cache, from ``cache_key`` or the call kwargs."""
+        controls = parse_controls(kwargs.get("cache"))
+        ttl = check_seconds("ttl", kwargs.get("ttl"))
+        if ttl is None:
+            ttl = controls.ttl if controls.ttl is not None else self.ttl
+        if cache_key is None:
+            cache_key = self.get_cache_key(**kwargs)
+        if not isinstance(cache_key, str):
+            raise ConfigurationError(f"cache_key must be a string, got {type(cache_key).__name__}")
+        return cache_key, ttl, controls.max_age
+
+    def add_cache(self, result: Any, *args: Any, cache_key: str | None = None, **kwargs: Any) -> None:
+        """Store ``result`` under ``cache_key`` (used exactly as given), or under the key of the
+        call described by ``kwargs``. ``result`` is a response object or any JSON value;
+        ``ttl=`` or ``cache={"ttl": ...}`` set its lifetime."""
+        key, ttl, _ = self._direct(cache_key, kwargs)
+        blob = self._blob(key, result, ttl)  # TypeError here: the value is not JSON
+        if blob is None:
+            return
+        try:
+            self.storage.set(key, blob, ttl)
+            self._counters.add("writes")
+        except Exception as exc:
+            self._failed("write", key, exc)
+
+    def get_cache(self, *args: Any, cache_key: str | None = None, **kwargs: Any) -> Any:
+        """What ``add_cache`` (or a cached call) stored under the key, or None."""
+        key, _, max_age = self._direct(cache_key, kwargs)
+        try:
+            entry, drop = self._accept(key, self.storage.get(key), max_age)
+            if drop:
+                self.storage.delete(key)
+        except Exception as exc:
+            self._failed("read", key, exc)
+            return None
+        return _value_of(entry)
+
+    async def async_add_cache(self, result: Any, *args: Any, cache_key: str | None = None, **kwargs: Any) -> None:
+        key, ttl, _ = self._direct(cache_key, kwargs)
+        blob = self._blob(key, result, ttl)
+        if blob is None:
+            return
+        try:
+            await self.storage.aset(key, blob, ttl)
+            self._counters.add("writes")
+        except Exception as exc:
+            self._failed("write", key, exc)
+
+    async def async_get_cache(self, *args: Any, cache_key: str | None = None, **kwargs: Any) -> Any:
+        key, _, max_age = self._direct(cache_key, kwargs)
+        try:
+            entry, drop = self._accept(key, await self.storage.aget(key), max_age)
+            if drop:
+                await self.storage.adelete(key)
+        except Exception as exc:
+            self._failed("read", key, exc)
+            return None
+        return _value_of(entry)
+
+    def delete_cache(self, cache_key: str) -> None:
+        """Remove one entry."""
+        self.storage.delete(cache_key)
+
+    def flush_cache(self) -> None:
+        """Remove every entry of this cache's backend."""
+        self.storage.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since this Cache was made: hits, misses, writes, errors, corrupt, oversized,
+        and ``hit_rate`` (hits / reads)."""
+        values: dict[str, Any] = self._counters.snapshot()
+        reads = values["hits"] + values["misses"]
+        values["hit_rate"] = values["hits"] / reads if reads else 0.0
+        return values
+
+    def close(self) -> None:
+        """Flush pending writes and release the backend's connections and files."""
+        self.storage.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _value_of(entry: Entry | None) -> Any:
+    if entry is None:
+        return None
+    cls = RESPONSE_KINDS.get(entry.kind)
+    return cls(entry.data) if cls is not None else entry.data

@@ -1,0 +1,1 @@
+"""Hooks for user code that observes calls."""

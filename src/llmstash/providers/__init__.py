@@ -1,0 +1,1 @@
+"""Upstream providers: where a model name sends its request, and the HTTP that sends it."""

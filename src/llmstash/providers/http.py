@@ -1,0 +1,136 @@
+"""HTTP to OpenAI-compatible and Azure OpenAI endpoints, on httpx (imported on first use).
+
+One pooled ``httpx.Client`` per process and one ``httpx.AsyncClient`` per event loop. Error
+statuses become :mod:`llmstash.exceptions` classes carrying the status code and the upstream's
+own error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from llmstash.exceptions import APIConnectionError, APIError, Timeout, error_for_status
+from llmstash.providers.routing import Route
+
+if TYPE_CHECKING:
+    import httpx
+
+DEFAULT_TIMEOUT = 600.0
+PATHS = {"chat": "chat/completions", "text": "completions", "embedding": "embeddings"}
+
+_sync_client: httpx.Client | None = None
+_sync_lock = threading.Lock()
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+
+
+def _limits() -> Any:
+    import httpx
+
+    return httpx.Limits(max_connections=200, max_keepalive_connections=50)
+
+
+def sync_client() -> httpx.Client:
+    global _sync_client
+    if _sync_client is None:
+        with _sync_lock:
+            if _sync_client is None:
+                import httpx
+
+                _sync_client = httpx.Client(limits=_limits())
+    return _sync_client
+
+
+def async_client() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        import httpx
+
+        client = httpx.AsyncClient(limits=_limits())
+        _async_clients[loop] = client
+    return client
+
+
+def build(route: Route, family: str, headers: dict[str, str] | None) -> tuple[str, dict[str, str]]:
+    """URL and headers for a request of ``family`` on ``route``."""
+    path = PATHS[family]
+    all_headers = {"Content-Type": "application/json"}
+    if route.provider == "azure":
+        url = f"{route.endpoint}/openai/deployments/{route.model}/{path}?api-version={route.api_version}"
+        if route.api_key:
+            all_headers["api-key"] = route.api_key
+    else:
+        url = f"{route.endpoint}/{path}"
+        if route.api_key:
+            all_headers["Authorization"] = f"Bearer {route.api_key}"
+    if headers:
+        all_headers.update(headers)
+    return url, all_headers
+
+
+def _error_message(body: Any, fallback: str) -> str:
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    return fallback
+
+
+def parse(route: Route, status: int, content: bytes) -> dict[str, Any]:
+    """The JSON body of an upstream answer, or the matching APIError."""
+    try:
+        body = orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        body = None
+    if status >= 400:
+        cls = error_for_status(status)
+        message = _error_message(body, f"the upstream answered HTTP {status}")
+        raise cls(message, status_code=status, model=route.model, llm_provider=route.provider, body=body)
+    if not isinstance(body, dict):
+        raise APIError(
+            f"the upstream answered HTTP {status} with a body that is not a JSON object",
+            status_code=status,
+            model=route.model,
+            llm_provider=route.provider,
+        )
+    return body
+
+
+def _transport_error(route: Route, exc: Exception) -> APIError:
+    import httpx
+
+    where = f"{route.provider} endpoint for model {route.model!r}"
+    if isinstance(exc, httpx.TimeoutException):
+        return Timeout(f"no answer from the {where} in time ({type(exc).__name__})", model=route.model, llm_provider=route.provider)
+    return APIConnectionError(f"could not reach the {where}: {type(exc).__name__}", model=route.model, llm_provider=route.provider)
+
+
+def post(route: Route, family: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None) -> dict[str, Any]:
+    import httpx
+
+    url, all_headers = build(route, family, headers)
+    try:
+        response = sync_client().post(url, content=orjson.dumps(body), headers=all_headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise _transport_error(route, exc) from exc
+    return parse(route, response.status_code, response.content)
+
+
+async def apost(
+    route: Route, family: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None
+) -> dict[str, Any]:
+    import httpx
+
+    url, all_headers = build(route, family, headers)
+    try:
+        response = await async_client().post(url, content=orjson.dumps(body), headers=all_headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise _transport_error(route, exc) from exc
+    return parse(route, response.status_code, response.content)

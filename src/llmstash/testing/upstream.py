@@ -1,0 +1,253 @@
+"""A local OpenAI-compatible server that records every call: the upstream for tests and the demo.
+
+    with MockUpstream(delay=0.5) as upstream:
+        llmstash.completion(model="openai/demo", messages=[...], api_base=upstream.base_url)
+        assert upstream.call_count("chat/completions") == 1
+
+It serves ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` (and the Azure
+paths ``/openai/deployments/<name>/...``) and ``GET /v1/models`` on 127.0.0.1 only. Every answer
+gets a fresh id, so a test can tell a cached answer (same id) from a new one. Replies are
+deterministic in the prompt; embeddings are unit vectors derived from a hash of the text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Delay = float | Callable[[dict[str, Any]], float]
+
+
+@dataclass
+class RecordedCall:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    at: float = field(default_factory=time.time)
+
+
+def _words(value: Any) -> int:
+    if isinstance(value, list):
+        return sum(_words(item) for item in value)
+    if isinstance(value, dict):
+        return _words(value.get("content", ""))
+    return max(1, len(str(value).split()))
+
+
+def _last_user_text(messages: Any) -> str:
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
+def reply_text(prompt: str) -> str:
+    """The deterministic reply the mock gives to a prompt."""
+    words = prompt.split()
+    topic = " ".join(words[:8]) + ("..." if len(words) > 8 else "")
+    return f"Here is a careful answer about: {topic}"
+
+
+def vector_for(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for ``text``."""
+    values: list[float] = []
+    counter = 0
+    while len(values) < dimensions:
+        block = hashlib.sha256(f"{counter}:{text}".encode("utf-8", "surrogatepass")).digest()
+        values.extend((v / 2**31) - 1.0 for v in struct.unpack("<8I", block))
+        counter += 1
+    values = values[:dimensions]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [round(v / norm, 6) for v in values]
+
+
+class MockUpstream:
+    """An OpenAI-compatible server on 127.0.0.1 with a call log, injectable delay and failures.
+
+    Args:
+        delay: seconds each answer takes, or a function of the request body giving them.
+        api_key: when set, requests without ``Authorization: Bearer <api_key>`` (or ``api-key``)
+            get 401.
+        embedding_dimensions: vector length when the request does not ask for ``dimensions``.
+    """
+
+    def __init__(self, delay: Delay = 0.0, api_key: str | None = None, embedding_dimensions: int = 8, port: int = 0) -> None:
+        self.delay = delay
+        self.api_key = api_key
+        self.embedding_dimensions = embedding_dimensions
+        self.calls: list[RecordedCall] = []
+        self._lock = threading.Lock()
+        self._failures: list[tuple[int, str]] = []
+        self._counter = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL (``http://127.0.0.1:<port>/v1``)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def azure_base(self) -> str:
+        """The endpoint to pass as ``api_base`` for ``azure/<deployment>`` models."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MockUpstream:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._server.serve_forever, name="mock-upstream", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> MockUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def call_count(self, path_suffix: str = "") -> int:
+        """Calls received whose path ends with ``path_suffix`` (all calls by default)."""
+        with self._lock:
+            return sum(1 for call in self.calls if call.path.split("?")[0].endswith(path_suffix))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self._failures.clear()
+
+    def fail_next(self, status: int = 500, times: int = 1, message: str = "injected failure") -> None:
+        """Answer the next ``times`` requests with HTTP ``status``."""
+        with self._lock:
+            self._failures.extend([(status, message)] * times)
+
+    # ----- answering ----------------------------------------------------------------------------
+
+    def _record(self, call: RecordedCall) -> tuple[int, tuple[int, str] | None]:
+        with self._lock:
+            self.calls.append(call)
+            self._counter += 1
+            failure = self._failures.pop(0) if self._failures else None
+            return self._counter, failure
+
+    def _wait(self, body: dict[str, Any]) -> None:
+        seconds = self.delay(body) if callable(self.delay) else self.delay
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def answer(self, path: str, body: dict[str, Any], number: int) -> dict[str, Any]:
+        route = path.split("?")[0].rstrip("/")
+        model = body.get("model") or route.split("/deployments/")[-1].split("/")[0]
+        created = int(time.time())
+        if route.endswith("/chat/completions"):
+            text = reply_text(_last_user_text(body.get("messages")))
+            prompt_tokens = _words(body.get("messages", []))
+            completion_tokens = _words(text)
+            n = int(body.get("n") or 1)
+            return {
+                "id": f"chatcmpl-{number:06d}",
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_mock",
+                "choices": [
+                    {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}
+                    for i in range(n)
+                ],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+            }
+        if route.endswith("/completions"):
+            prompt = body.get("prompt", "")
+            text = reply_text(prompt if isinstance(prompt, str) else " ".join(map(str, prompt)))
+            prompt_tokens = _words(prompt)
+            return {
+                "id": f"cmpl-{number:06d}",
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": _words(text), "total_tokens": prompt_tokens + _words(text)},
+            }
+        if route.endswith("/embeddings"):
+            items = body.get("input")
+            items = items if isinstance(items, list) else [items]
+            dimensions = int(body.get("dimensions") or self.embedding_dimensions)
+            return {
+                "object": "list",
+                "model": model,
+                "data": [{"object": "embedding", "index": i, "embedding": vector_for(str(item), dimensions)} for i, item in enumerate(items)],
+                "usage": {"prompt_tokens": _words(items), "total_tokens": _words(items)},
+            }
+        raise LookupError(route)
+
+
+def _handler_for(upstream: MockUpstream) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # silence stderr logging
+            pass
+
+        def _send(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _authorized(self) -> bool:
+            if upstream.api_key is None:
+                return True
+            bearer = self.headers.get("Authorization", "")
+            return bearer == f"Bearer {upstream.api_key}" or self.headers.get("api-key") == upstream.api_key
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/").endswith("/models"):
+                self._send(200, {"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "llmstash"}]})
+            else:
+                self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError:
+                self._send(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
+                return
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            number, failure = upstream._record(RecordedCall("POST", self.path, headers, body))
+            if not self._authorized():
+                self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+                return
+            upstream._wait(body)
+            if failure is not None:
+                self._send(failure[0], {"error": {"message": failure[1], "type": "server_error"}})
+                return
+            try:
+                self._send(200, upstream.answer(self.path, body, number))
+            except LookupError:
+                self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+    return Handler
