@@ -28,7 +28,7 @@ _HEADER = MAGIC + bytes([VERSION])
 KINDS = frozenset({"chat", "text", "embedding", "value"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses are slow to build on the hit path
 class Entry:
     kind: str
     created_at: float

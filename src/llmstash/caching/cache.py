@@ -39,7 +39,7 @@ DEFAULT_MAX_ITEM_BYTES = 8 * 1024 * 1024
 _BACKEND_DEFAULT_TTL = {"local": "default_in_memory_ttl", "redis": "default_in_redis_ttl"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses are slow to build on the hit path
 class Plan:
     """What one call does with the cache."""
 

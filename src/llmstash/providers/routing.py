@@ -21,7 +21,7 @@ AZURE_DEFAULT_API_VERSION = "2024-10-21"
 PROVIDERS = ("openai", "azure")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Route:
     provider: str
     model: str
