@@ -11,7 +11,14 @@ import llmstash
 from llmstash.testing import MockUpstream
 
 # Nothing in the tests may leave this machine: an unconfigured call goes to a closed local port.
-for _name in ("OPENAI_API_KEY", "OPENAI_API_BASE", "AZURE_API_KEY", "AZURE_API_BASE", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY"):
+for _name in (
+    "OPENAI_API_KEY",
+    "OPENAI_API_BASE",
+    "AZURE_API_KEY",
+    "AZURE_API_BASE",
+    "AZURE_OPENAI_ENDPOINT",
+    "AZURE_OPENAI_API_KEY",
+):
     os.environ.pop(_name, None)
 os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"

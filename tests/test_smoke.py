@@ -1,8 +1,8 @@
 """The shortest path: a miss, then a hit with the original id, and one upstream call."""
 
+import llmstash
 from llmstash import completion
 from llmstash.caching import Cache
-import llmstash
 
 
 def test_second_identical_call_is_a_hit(upstream):

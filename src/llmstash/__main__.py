@@ -10,7 +10,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmstash", description="A cache for LLM API calls.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the demo against a local mock upstream (no server, no API key)")
-    demo.add_argument("--delay", type=float, default=None, help="seconds the mock upstream takes per call (default: realistic, ~0.4-0.9 s)")
+    demo.add_argument(
+        "--delay", type=float, default=None, help="seconds the mock upstream takes per call (default: realistic, ~0.4-0.9 s)"
+    )
     demo.add_argument("--real", action="store_true", help="use the real OpenAI API (needs OPENAI_API_KEY)")
     args = parser.parse_args(argv)
     if args.command == "demo":

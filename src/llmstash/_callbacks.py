@@ -26,7 +26,9 @@ def handlers(callbacks: Any) -> list[CustomLogger]:
     return found
 
 
-def event_kwargs(request: Request, cache_hit: bool, cache_key: str | None, exception: BaseException | None = None) -> dict[str, Any]:
+def event_kwargs(
+    request: Request, cache_hit: bool, cache_key: str | None, exception: BaseException | None = None
+) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "model": request.model,
         "call_type": request.call_type,

@@ -93,7 +93,7 @@ async def _acall_upstream(request: Request) -> dict[str, Any]:
 class _Events:
     """Callback delivery for one call; does nothing when ``llmstash.callbacks`` is empty."""
 
-    __slots__ = ("handlers", "request", "key", "start")
+    __slots__ = ("handlers", "key", "request", "start")
 
     def __init__(self, request: Request, key: str | None) -> None:
         self.handlers = _callbacks.handlers(llmstash.callbacks) if llmstash.callbacks else None

@@ -92,7 +92,17 @@ def _format_seconds(seconds: float) -> str:
 
 def _table(rows: list[Row], color: bool) -> str:
     headers = ("#", "call", "prompt", "cache", "latency", "note")
-    cells = [(str(r.number), r.call, r.prompt if len(r.prompt) <= 38 else r.prompt[:37] + "…", r.outcome, _format_seconds(r.seconds), r.note) for r in rows]
+    cells = [
+        (
+            str(r.number),
+            r.call,
+            r.prompt if len(r.prompt) <= 38 else r.prompt[:37] + "…",
+            r.outcome,
+            _format_seconds(r.seconds),
+            r.note,
+        )
+        for r in rows
+    ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     paint = {"HIT": "\033[32m", "MISS": "\033[33m", "BYPASS": "\033[36m"}
 
@@ -150,5 +160,7 @@ def _summary(rows: list[Row], upstream: MockUpstream | None) -> None:
     if hits and misses:
         mean_miss = sum(misses) / len(misses)
         mean_hit = sum(hits) / len(hits)
-        print(f"mean miss: {_format_seconds(mean_miss)}   mean hit: {_format_seconds(mean_hit)}   (a hit is ~{mean_miss / mean_hit:,.0f}x faster)")
+        print(
+            f"mean miss: {_format_seconds(mean_miss)}   mean hit: {_format_seconds(mean_hit)}   (a hit is ~{mean_miss / mean_hit:,.0f}x faster)"
+        )
         print(f"time saved by the cache: ~{_format_seconds(len(hits) * mean_miss - sum(hits))}")

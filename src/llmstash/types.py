@@ -72,9 +72,9 @@ class OpenAIObject:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, OpenAIObject):
-            return self._data == other._data
+            return bool(self._data == other._data)
         if isinstance(other, dict):
-            return self._data == other
+            return bool(self._data == other)
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]

@@ -61,7 +61,8 @@ def decode(raw: bytes) -> Entry:
     except (orjson.JSONDecodeError, ValueError, TypeError):
         raise CorruptEntryError("entry body is damaged or truncated") from None
     if (
-        kind not in KINDS
+        not isinstance(kind, str)
+        or kind not in KINDS
         or not isinstance(created_at, (int, float))
         or not (expires_at is None or isinstance(expires_at, (int, float)))
     ):

@@ -69,7 +69,7 @@ def is_keyed(name: str) -> bool:
 def _normalize(value: Any) -> Any:
     kind = type(value)
     if kind is float:
-        return int(value) if value.is_integer() else value
+        return int(value) if value.is_integer() and abs(value) < 2**63 else value
     if kind is dict:
         return {str(k): _normalize(v) for k, v in value.items()}
     if kind is list or kind is tuple:
@@ -90,6 +90,8 @@ def _encode_other(value: Any) -> Any:
         return sorted(value, key=repr)
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, BaseException):  # mock_response=<exception instance>
+        return {"exception": f"{type(value).__module__}.{type(value).__qualname__}", "message": str(value)}
     raise TypeError(f"cannot derive a cache key from a value of type {type(value).__name__}")
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from llmstash.exceptions import ConfigurationError
 
 
-class CacheMode(str, enum.Enum):
+class CacheMode(enum.StrEnum):
     """Whether calls use the cache unless told not to (``default_on``) or only when asked."""
 
     default_on = "default_on"

@@ -9,6 +9,7 @@ I/O: connections and files are opened on first use.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -31,10 +32,12 @@ class Storage:
         if unknown:
             accepted = ", ".join(sorted(cls.options)) or "none"
             raise ConfigurationError(
-                f"Cache(type={cls.name!r}) got unknown parameter {unknown[0]!r}; "
-                f"parameters for this type: {accepted}"
+                f"Cache(type={cls.name!r}) got unknown parameter {unknown[0]!r}; parameters for this type: {accepted}"
             )
         return cls(clock=clock, **options)
+
+    def __init__(self, *, clock: Clock = time.time) -> None:
+        self._clock = clock
 
     def get(self, key: str) -> bytes | None:
         raise NotImplementedError

@@ -42,11 +42,12 @@ class DiskStorage(Storage):
     ) -> None:
         if isinstance(max_disk_bytes, bool) or not isinstance(max_disk_bytes, int) or max_disk_bytes <= 0:
             raise ConfigurationError(f"max_disk_bytes must be a positive integer, got {max_disk_bytes!r}")
-        if isinstance(disk_timeout, bool) or not isinstance(disk_timeout, (int, float)) or disk_timeout <= 0:
+        if isinstance(disk_timeout, bool) or not isinstance(disk_timeout, (int, float)) or not 0 < disk_timeout * 1000 < 2**31:
             raise ConfigurationError(f"disk_timeout must be a positive number of seconds, got {disk_timeout!r}")
         self.directory = os.fspath(disk_cache_dir) if disk_cache_dir is not None else DEFAULT_DIRECTORY
         self.max_bytes = max_disk_bytes
         self.timeout = float(disk_timeout)
+        super().__init__(clock=clock)
         self._db: Any = None
         self._open_lock = threading.Lock()
 

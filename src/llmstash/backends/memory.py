@@ -40,7 +40,7 @@ class MemoryStorage(Storage):
     ) -> None:
         self.max_entries = _positive_int("max_size_in_memory", max_size_in_memory)
         self.max_bytes = _positive_int("max_memory_bytes", max_memory_bytes)
-        self._clock = clock
+        super().__init__(clock=clock)
         self._entries: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -72,6 +72,7 @@ class MemoryStorage(Storage):
     def set(self, key: str, value: bytes, ttl: float | None) -> None:
         cost = self._cost(key, value)
         if cost > self.max_bytes:
+            self.delete(key)  # the old value is replaced, even though the new one is not kept
             return  # larger than the whole cache: keeping it would evict everything else
         expires_at = None if ttl is None else self._clock() + ttl
         with self._lock:

@@ -157,7 +157,9 @@ class Cache:
         custom = self.__dict__.get("get_cache_key")
         if custom is None:
             return with_namespace(request.key(), self.namespace, request.controls.namespace)
-        return with_namespace(str(_call_user_function(custom, self, **request.kwargs)), self.namespace, request.controls.namespace)
+        return with_namespace(
+            str(_call_user_function(custom, self, **request.kwargs)), self.namespace, request.controls.namespace
+        )
 
     def plan(self, request: Request) -> Plan | None:
         """How a call uses this cache, or None when it does not use it at all."""
@@ -303,7 +305,8 @@ class Cache:
         if ttl is None:
             ttl = controls.ttl if controls.ttl is not None else self.ttl
         if cache_key is None:
-            cache_key = self.get_cache_key(**kwargs)
+            call_kwargs = {name: value for name, value in kwargs.items() if name != "ttl"}
+            cache_key = _call_user_function(self.get_cache_key, self, **call_kwargs)
         if not isinstance(cache_key, str):
             raise ConfigurationError(f"cache_key must be a string, got {type(cache_key).__name__}")
         return cache_key, ttl, controls.max_age

@@ -7,7 +7,6 @@ own error message.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,8 @@ from llmstash.exceptions import APIConnectionError, APIError, Timeout, error_for
 from llmstash.providers.routing import Route
 
 if TYPE_CHECKING:
+    import asyncio
+
     import httpx
 
 DEFAULT_TIMEOUT = 600.0
@@ -26,6 +27,7 @@ PATHS = {"chat": "chat/completions", "text": "completions", "embedding": "embedd
 _sync_client: httpx.Client | None = None
 _sync_lock = threading.Lock()
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+# asyncio is imported on first async call: it costs ~25 ms of import time
 
 
 def _limits() -> Any:
@@ -46,6 +48,8 @@ def sync_client() -> httpx.Client:
 
 
 def async_client() -> httpx.AsyncClient:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
@@ -108,8 +112,12 @@ def _transport_error(route: Route, exc: Exception) -> APIError:
 
     where = f"{route.provider} endpoint for model {route.model!r}"
     if isinstance(exc, httpx.TimeoutException):
-        return Timeout(f"no answer from the {where} in time ({type(exc).__name__})", model=route.model, llm_provider=route.provider)
-    return APIConnectionError(f"could not reach the {where}: {type(exc).__name__}", model=route.model, llm_provider=route.provider)
+        return Timeout(
+            f"no answer from the {where} in time ({type(exc).__name__})", model=route.model, llm_provider=route.provider
+        )
+    return APIConnectionError(
+        f"could not reach the {where}: {type(exc).__name__}", model=route.model, llm_provider=route.provider
+    )
 
 
 def post(route: Route, family: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None) -> dict[str, Any]:

@@ -33,7 +33,11 @@ def respond(family: str, model: str, payload: Any, mock: Any) -> dict[str, Any]:
         raise ConfigurationError(f"mock_response must be a string, a dict or an exception, got {type(mock).__name__}")
     prompt_tokens = _tokens(_prompt_text(payload))
     completion_tokens = _tokens(mock)
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
     created = int(time.time())
     if family == "chat":
         return {

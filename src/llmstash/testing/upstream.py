@@ -109,7 +109,9 @@ class MockUpstream:
 
     def start(self) -> MockUpstream:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, name="mock-upstream", daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="mock-upstream", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -174,7 +176,11 @@ class MockUpstream:
                     {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}
                     for i in range(n)
                 ],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
             }
         if route.endswith("/completions"):
             prompt = body.get("prompt", "")
@@ -186,7 +192,11 @@ class MockUpstream:
                 "created": created,
                 "model": model,
                 "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": _words(text), "total_tokens": prompt_tokens + _words(text)},
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": _words(text),
+                    "total_tokens": prompt_tokens + _words(text),
+                },
             }
         if route.endswith("/embeddings"):
             items = body.get("input")
@@ -195,7 +205,10 @@ class MockUpstream:
             return {
                 "object": "list",
                 "model": model,
-                "data": [{"object": "embedding", "index": i, "embedding": vector_for(str(item), dimensions)} for i, item in enumerate(items)],
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": vector_for(str(item), dimensions)}
+                    for i, item in enumerate(items)
+                ],
                 "usage": {"prompt_tokens": _words(items), "total_tokens": _words(items)},
             }
         raise LookupError(route)
@@ -204,6 +217,7 @@ class MockUpstream:
 def _handler_for(upstream: MockUpstream) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go in two writes; don't stall ~40 ms on ACK
 
         def log_message(self, format: str, *args: Any) -> None:  # silence stderr logging
             pass
