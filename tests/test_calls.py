@@ -721,3 +721,36 @@ def test_stream_false_is_an_ordinary_call(upstream):
     first = llmstash.completion(model="gpt-3.5-turbo", messages=MSGS, stream=False, api_base=upstream.base_url)
     second = llmstash.completion(model="gpt-3.5-turbo", messages=MSGS, api_base=upstream.base_url)
     assert hit(second) and second.id == first.id  # stream is not keyed
+
+
+def test_secret_named_parameters_are_neither_sent_in_the_body_nor_keyed(upstream):
+    llmstash.cache = Cache()
+    base = dict(model="gpt-3.5-turbo", messages=MSGS, api_base=upstream.base_url)
+    first = llmstash.completion(**base, aws_secret_access_key="aws-s3cr3t", aws_access_key_id="AKIAEXAMPLE")
+    second = llmstash.completion(**base, aws_secret_access_key="other", aws_access_key_id="AKIAOTHER")
+    assert hit(second) and second.id == first.id
+    body = upstream.calls[0].body
+    assert "aws_secret_access_key" not in body and "aws_access_key_id" not in body
+    assert "aws-s3cr3t" not in repr(upstream.calls[0].body)
+
+
+def test_azure_ad_token_is_sent_as_a_bearer_header_not_in_the_body(upstream):
+    llmstash.completion(model="azure/dep", messages=MSGS, api_base=upstream.azure_base, azure_ad_token="ad-token-1")
+    recorded = upstream.calls[0]
+    assert recorded.headers["authorization"] == "Bearer ad-token-1"
+    assert "azure_ad_token" not in recorded.body
+
+
+def test_a_parameter_that_cannot_be_keyed_is_a_clear_error_naming_it(upstream):
+    llmstash.cache = Cache()
+    with pytest.raises(llmstash.ConfigurationError, match=r"frobnicate=.*JSON-compatible"):
+        llmstash.completion(model="gpt-3.5-turbo", messages=MSGS, api_base=upstream.base_url, frobnicate=object())
+    assert upstream.call_count() == 0
+
+
+def test_mock_response_works_with_any_provider_prefix():
+    llmstash.cache = Cache()
+    first = llmstash.completion(model="anthropic/claude-3", messages=MSGS, mock_response="hi")
+    second = llmstash.completion(model="anthropic/claude-3", messages=MSGS, mock_response="hi")
+    assert first.choices[0].message.content == "hi"
+    assert hit(second) and second.id == first.id

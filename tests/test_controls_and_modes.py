@@ -617,3 +617,14 @@ def test_enable_cache_with_bad_arguments_keeps_the_active_cache():
     with pytest.raises(ConfigurationError):
         llmstash.update_cache(mode="always")
     assert llmstash.cache is active
+
+
+def test_custom_key_function_is_namespaced_the_same_in_calls_and_direct_access(upstream):
+    cache = Cache(namespace="team")
+    cache.get_cache_key = lambda *args, **kwargs: "my-key-" + kwargs["messages"][0]["content"]
+    llmstash.cache = cache
+    kwargs = dict(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "q1"}], api_base=upstream.base_url)
+    response = llmstash.completion(**kwargs, cache={"namespace": "t1"})
+    assert response._hidden_params["cache_key"] == "team:t1:my-key-q1"
+    assert cache.get_cache(**kwargs, cache={"namespace": "t1"}).id == response.id
+    assert cache.get_cache(**kwargs) is None  # another namespace

@@ -327,3 +327,25 @@ def test_raising_async_overrides_do_not_fail_the_call(upstream: Any) -> None:
     completion(**chat_kwargs(upstream))
     assert completion(**chat_kwargs(upstream))._hidden_params["cache_hit"] is True
     assert upstream.call_count("chat/completions") == 2
+
+
+def test_corrupt_entries_warn_once_however_many_are_read(upstream: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="llmstash")
+    cache = Cache()
+    llmstash.cache = cache
+    for number in range(3):
+        kwargs = chat_kwargs(upstream, content=f"{PROMPT} {number}")
+        cache.storage.set(cache.get_cache_key(**kwargs), b"garbage", None)
+        assert completion(**kwargs)._hidden_params["cache_hit"] is False
+    assert cache.stats()["corrupt"] == 3
+    assert len(llmstash_warnings(caplog)) == 1
+
+
+def test_failed_reads_count_as_misses(upstream: Any) -> None:
+    cache = Cache()
+    cache.storage = BrokenStorage()
+    llmstash.cache = cache
+    for _ in range(3):
+        completion(**chat_kwargs(upstream))
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"]) == (0, 3)

@@ -12,35 +12,15 @@ from typing import Any
 
 import llmstash
 from llmstash import _callbacks
+from llmstash._core.keys import is_keyed
 from llmstash._request import PAYLOAD_OF_FAMILY, Request, build_request
 from llmstash.caching.cache import Cache, Plan
 from llmstash.exceptions import ConfigurationError
 from llmstash.providers import http, mock
 from llmstash.types import RESPONSE_KINDS, EmbeddingResponse, ModelResponse, OpenAIObject, TextCompletionResponse
 
-NOT_SENT = frozenset(
-    {
-        "api_key",
-        "api_base",
-        "base_url",
-        "api_version",
-        "timeout",
-        "request_timeout",
-        "max_retries",
-        "num_retries",
-        "extra_headers",
-        "headers",
-        "extra_body",
-        "metadata",
-        "mock_response",
-        "organization",
-        "client",
-        "litellm_call_id",
-        "litellm_logging_obj",
-        "logger_fn",
-    }
-)
-"""Call parameters that configure llmstash or the transport and are not sent in the body."""
+NOT_IN_BODY = frozenset({"extra_body", "mock_response"})
+"""Keyed parameters that are not body fields (``extra_body`` is merged into the body instead)."""
 
 
 def _timeout(request: Request) -> float:
@@ -56,13 +36,16 @@ def _headers(request: Request) -> dict[str, str] | None:
     headers = dict(request.params.get("extra_headers") or request.params.get("headers") or {})
     if request.params.get("organization"):
         headers["OpenAI-Organization"] = request.params["organization"]
+    if request.params.get("azure_ad_token"):
+        headers["Authorization"] = f"Bearer {request.params['azure_ad_token']}"
     return headers or None
 
 
 def _body(request: Request) -> dict[str, Any]:
     body = {"model": request.route.model, PAYLOAD_OF_FAMILY[request.family]: request.payload}
     for name, value in request.params.items():
-        if name not in NOT_SENT:
+        # What is sent is what is keyed: transport options and secrets are in neither.
+        if is_keyed(name) and name not in NOT_IN_BODY:
             body[name] = value
     extra = request.params.get("extra_body")
     if extra:

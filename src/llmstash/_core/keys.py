@@ -5,7 +5,8 @@ caching group a Router puts it in), the endpoint the request goes to, the payloa
 ``prompt`` or ``input``) and every other parameter the caller passed, provider-specific ones and
 ``extra_body`` included. What is not keyed: transport and control options (:data:`NOT_KEYED`)
 and anything that looks like a secret (names ending in ``api_key``, ``key``, ``token``,
-``secret``, ``password``, ``credential(s)``), so secrets never reach key material.
+``key_id``, ``secret``, ``password``, ``credential(s)``, ``token_provider``), so secrets never
+reach key material.
 
 Canonical means: independent of keyword order and of dict key order at any depth; integral
 floats in parameters equal their ints (``temperature=1`` and ``1.0`` share a key); dict keys that
@@ -22,6 +23,8 @@ import re
 from typing import Any
 
 import orjson
+
+from llmstash.exceptions import ConfigurationError
 
 NOT_KEYED = frozenset(
     {
@@ -52,7 +55,7 @@ NOT_KEYED = frozenset(
 )
 """Parameters that never change the answer and are left out of the key."""
 
-_SECRET_NAME = re.compile(r"(?:^|_)(?:api_key|key|token|secret|password|credentials?)$")
+_SECRET_NAME = re.compile(r"(?:^|_)(?:key|key_id|token|token_provider|secret|password|credentials?)$")
 _keyed_names: dict[str, bool] = {}
 
 
@@ -116,7 +119,23 @@ def request_key(family: str, model: str, endpoint: str | None, payload: Any, par
     if isinstance(extra_body, dict):  # its top-level names are parameters too
         options["extra_body"] = {name: value for name, value in extra_body.items() if is_keyed(name)}
     document = {"family": family, "model": model, "endpoint": endpoint, "payload": payload, "params": options}
-    return hashlib.sha256(canonical_bytes(document)).hexdigest()
+    try:
+        return hashlib.sha256(canonical_bytes(document)).hexdigest()
+    except TypeError as exc:
+        raise _unkeyable(payload, options) from exc
+
+
+def _unkeyable(payload: Any, options: dict[str, Any]) -> ConfigurationError:
+    """A clear error naming the argument whose value cannot be put in a key."""
+    for name, value in [("the payload (messages, prompt or input)", payload), *((f"{k}=", v) for k, v in options.items())]:
+        try:
+            canonical_bytes(value)
+        except TypeError as exc:
+            return ConfigurationError(
+                f"{name} holds a value llmstash cannot key ({exc}); pass JSON-compatible values "
+                "(str, int, float, bool, None, lists and dicts of them)"
+            )
+    return ConfigurationError("the request holds a value llmstash cannot key")
 
 
 def with_namespace(key: str, *namespaces: str | None) -> str:

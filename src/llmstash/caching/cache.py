@@ -66,14 +66,14 @@ class _Counters:
             return dict(self.values)
 
 
-def _call_user_function(fn: Callable[..., Any], cache: Cache, *args: Any, **kwargs: Any) -> Any:
+def _call_user_function(fn: Callable[..., Any], owner: Cache, /, *args: Any, **kwargs: Any) -> Any:
     """Call an add/get/key override; functions written with a leading ``self`` get the cache."""
     try:
         params = list(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         params = []
     if params and params[0] == "self" and not inspect.ismethod(fn):
-        return fn(cache, *args, **kwargs)
+        return fn(owner, *args, **kwargs)
     return fn(*args, **kwargs)
 
 
@@ -173,13 +173,18 @@ class Cache:
 
     # ----- the engine: reads and writes that never fail the call -------------------------------
 
-    def _failed(self, operation: str, key: str, exc: BaseException) -> None:
-        self._counters.add("errors")
-        kind = (operation, type(exc).__name__)
+    def _log_once(self, kind: tuple[str, str], message: str, *args: Any) -> None:
+        """WARNING the first time this kind of trouble happens, DEBUG after that."""
         level = logging.DEBUG if kind in self._reported else logging.WARNING
         self._reported.add(kind)
-        logger.log(
-            level,
+        logger.log(level, message, *args)
+
+    def _failed(self, operation: str, key: str, exc: BaseException) -> None:
+        self._counters.add("errors")
+        if operation == "read":
+            self._counters.add("misses")  # the call goes upstream, as on any miss
+        self._log_once(
+            (operation, type(exc).__name__),
             "llmstash: %s cache %s failed for key hash %s (%s); the call goes on without the cache",
             self.type,
             operation,
@@ -195,7 +200,12 @@ class Cache:
             entry = decode(raw)
         except CorruptEntryError:
             self._counters.add("corrupt")
-            logger.warning("llmstash: dropped an undecodable %s cache entry, key hash %s", self.type, digest(key))
+            self._log_once(
+                ("decode", "CorruptEntryError"),
+                "llmstash: dropped an undecodable %s cache entry, key hash %s",
+                self.type,
+                digest(key),
+            )
             return None, True
         now = self._clock()
         if entry.expired(now):
@@ -304,9 +314,9 @@ class Cache:
         ttl = check_seconds("ttl", kwargs.get("ttl"))
         if ttl is None:
             ttl = controls.ttl if controls.ttl is not None else self.ttl
-        if cache_key is None:
+        if cache_key is None:  # the key a call with these arguments uses, custom key function included
             call_kwargs = {name: value for name, value in kwargs.items() if name != "ttl"}
-            cache_key = _call_user_function(self.get_cache_key, self, **call_kwargs)
+            cache_key = self._key(build_request(call_kwargs.pop("call_type", None), call_kwargs))
         if not isinstance(cache_key, str):
             raise ConfigurationError(f"cache_key must be a string, got {type(cache_key).__name__}")
         return cache_key, ttl, controls.max_age

@@ -66,12 +66,12 @@ def build(route: Route, family: str, headers: dict[str, str] | None) -> tuple[st
     all_headers = {"Content-Type": "application/json"}
     if route.provider == "azure":
         url = f"{route.endpoint}/openai/deployments/{route.model}/{path}?api-version={route.api_version}"
-        if route.api_key:
-            all_headers["api-key"] = route.api_key
+        if key := route.credential():
+            all_headers["api-key"] = key
     else:
         url = f"{route.endpoint}/{path}"
-        if route.api_key:
-            all_headers["Authorization"] = f"Bearer {route.api_key}"
+        if key := route.credential():
+            all_headers["Authorization"] = f"Bearer {key}"
     if headers:
         all_headers.update(headers)
     return url, all_headers

@@ -21,6 +21,9 @@ AZURE_DEFAULT_API_VERSION = "2024-10-21"
 PROVIDERS = ("openai", "azure")
 
 
+_KEY_ENV = {"openai": ("OPENAI_API_KEY",), "azure": ("AZURE_API_KEY", "AZURE_OPENAI_API_KEY")}
+
+
 @dataclass(slots=True)
 class Route:
     provider: str
@@ -28,12 +31,18 @@ class Route:
     """The name sent upstream (the deployment name for Azure)."""
     endpoint: str
     api_key: str | None = field(default=None, repr=False)
+    """The key passed to the call; :meth:`credential` falls back to the environment."""
     api_version: str | None = None
 
     @property
     def model_id(self) -> str:
         """Provider-qualified model name: ``gpt-4o`` and ``openai/gpt-4o`` are one model."""
         return f"{self.provider}/{self.model}"
+
+    def credential(self) -> str | None:
+        """The API key to send: the call's ``api_key``, else the provider's environment variable.
+        Read only when a request is sent, so a cache hit never touches the environment."""
+        return self.api_key or _env(*_KEY_ENV.get(self.provider, ()))
 
 
 def _env(*names: str) -> str | None:
@@ -45,13 +54,17 @@ def _env(*names: str) -> str | None:
 
 
 def resolve(model: Any, params: dict[str, Any]) -> Route:
-    """The route for ``model`` given the call's parameters (``api_base``, ``api_key``, ...)."""
+    """The route for ``model`` given the call's parameters (``api_base``, ``api_key``, ...).
+
+    With ``mock_response=`` nothing is sent, so any provider prefix and a missing endpoint are fine.
+    """
     if not isinstance(model, str) or not model:
         raise ConfigurationError(f"model must be a non-empty string such as 'gpt-4o-mini', got {model!r}")
+    mocked = params.get("mock_response") is not None
     provider, slash, name = model.partition("/")
     if not slash:
         provider, name = "openai", model
-    elif provider not in PROVIDERS:
+    elif provider not in PROVIDERS and not mocked:
         raise ConfigurationError(
             f"model {model!r}: provider {provider!r} is not supported; use 'openai/<name>' for any "
             f"OpenAI-compatible server (with api_base=), 'azure/<deployment>', or mock_response="
@@ -60,9 +73,11 @@ def resolve(model: Any, params: dict[str, Any]) -> Route:
     key = params.get("api_key")
     if provider == "azure":
         base = base or _env("AZURE_API_BASE", "AZURE_OPENAI_ENDPOINT")
-        if not base:
+        if not base and not mocked:
             raise ConfigurationError(f"model {model!r} needs api_base= or the AZURE_API_BASE environment variable")
         version = params.get("api_version") or _env("AZURE_API_VERSION", "OPENAI_API_VERSION") or AZURE_DEFAULT_API_VERSION
-        return Route("azure", name, str(base).rstrip("/"), key or _env("AZURE_API_KEY", "AZURE_OPENAI_API_KEY"), version)
+        return Route("azure", name, str(base or "").rstrip("/"), key, version)
+    if provider != "openai":
+        return Route(provider, name, str(base or "").rstrip("/"), key)
     base = base or _env("OPENAI_BASE_URL", "OPENAI_API_BASE") or OPENAI_DEFAULT_BASE
-    return Route("openai", name, str(base).rstrip("/"), key or _env("OPENAI_API_KEY"))
+    return Route("openai", name, str(base).rstrip("/"), key)
