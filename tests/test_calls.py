@@ -702,20 +702,6 @@ def test_callbacks_that_are_not_custom_loggers_are_skipped(upstream, caplog):
 # ----- refused --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("caller", ["sync", "async"])
-def test_stream_true_is_refused(upstream, caller):
-    llmstash.cache = Cache()
-    kwargs = dict(model="gpt-3.5-turbo", messages=MSGS, stream=True, caching=True, api_base=upstream.base_url)
-    with pytest.raises(llmstash.ConfigurationError) as info:
-        if caller == "sync":
-            llmstash.completion(**kwargs)
-        else:
-            asyncio.run(llmstash.acompletion(**kwargs))
-    assert "stream" in str(info.value)
-    assert upstream.call_count() == 0
-    assert len(llmstash.cache.storage) == 0
-
-
 def test_stream_false_is_an_ordinary_call(upstream):
     llmstash.cache = Cache()
     first = llmstash.completion(model="gpt-3.5-turbo", messages=MSGS, stream=False, api_base=upstream.base_url)

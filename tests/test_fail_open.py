@@ -139,7 +139,9 @@ def test_broken_storage_never_fails_a_call(upstream: Any, caplog: pytest.LogCapt
     assert len(responses[6].data[0].embedding) == 8
 
     stats = cache.stats()
-    assert stats["errors"] == 2 * 10 == broken.calls  # one failed read and one failed write per call
+    assert stats["errors"] == 2 * 10  # one failed read and one failed write per call
+    # the storage also saw each chat leader's quiet re-check before going upstream (not counted)
+    assert broken.calls == 2 * 10 + 6
     assert (stats["hits"], stats["writes"]) == (0, 0)
 
     warnings = llmstash_warnings(caplog)

@@ -137,7 +137,10 @@ def test_embedding_quick_start(upstream):
     assert embedding1._hidden_params["cache_hit"] is False
     assert embedding2._hidden_params["cache_hit"] is True
     assert embedding2.data[0].embedding == embedding1.data[0].embedding
-    assert embedding2 == embedding1
+    assert embedding2.model_dump()["data"] == embedding1.model_dump()["data"]
+    assert embedding2.model == embedding1.model
+    # a hit is not billed: usage reports what the upstream billed for this call
+    assert embedding1.usage.total_tokens > 0 and embedding2.usage.total_tokens == 0
     assert upstream.call_count("embeddings") == 1
     assert upstream.calls[0].body["input"] == ["hello from litellm" * 5]
 

@@ -68,3 +68,25 @@ async def anotify(found: list[CustomLogger], kwargs: dict[str, Any], response: A
                 await handler.async_log_success_event(kwargs, response, start, end)
         except Exception as exc:
             _handler_failed(handler, exc)
+
+
+class Events:
+    """Callback delivery for one call; does nothing when ``llmstash.callbacks`` is empty."""
+
+    __slots__ = ("handlers", "key", "request", "start")
+
+    def __init__(self, request: Request, key: str | None, callbacks: Any) -> None:
+        self.handlers = handlers(callbacks) if callbacks else None
+        self.request = request
+        self.key = key
+        self.start = datetime.now() if self.handlers else datetime.min
+
+    def sync(self, response: Any, hit: bool, exc: BaseException | None = None) -> None:
+        if self.handlers:
+            notify(self.handlers, event_kwargs(self.request, hit, self.key, exc), response, self.start, failed=exc is not None)
+
+    async def asynchronous(self, response: Any, hit: bool, exc: BaseException | None = None) -> None:
+        if self.handlers:
+            await anotify(
+                self.handlers, event_kwargs(self.request, hit, self.key, exc), response, self.start, failed=exc is not None
+            )

@@ -36,11 +36,22 @@ class Request:
     """The arguments exactly as given (custom key functions and callbacks receive these)."""
     caching_group: str | None = None
 
+    @property
+    def stream(self) -> bool:
+        return bool(self.params.get("stream"))
+
     def key(self) -> str:
         """The request's hex SHA-256 key, without namespace."""
+        return self._key(self.family, self.payload)
+
+    def item_key(self, item: Any) -> str:
+        """The key of one input item of an embedding batch, without namespace."""
+        return self._key("embedding-item", item)
+
+    def _key(self, family: str, payload: Any) -> str:
         if self.caching_group is not None:  # models of a group share entries, across endpoints
-            return request_key(self.family, f"group/{self.caching_group}", None, self.payload, self.params)
-        return request_key(self.family, self.route.model_id, self.route.endpoint, self.payload, self.params)
+            return request_key(family, f"group/{self.caching_group}", None, payload, self.params)
+        return request_key(family, self.route.model_id, self.route.endpoint, payload, self.params)
 
 
 def _family_from_kwargs(kwargs: dict[str, Any]) -> str:

@@ -14,6 +14,28 @@ from typing import Any
 
 import orjson
 
+OPTIONAL_FIELDS = frozenset(
+    {
+        "annotations",
+        "audio",
+        "content",
+        "finish_reason",
+        "function_call",
+        "logprobs",
+        "name",
+        "reasoning_content",
+        "refusal",
+        "role",
+        "service_tier",
+        "system_fingerprint",
+        "tool_call_id",
+        "tool_calls",
+        "usage",
+    }
+)
+"""OpenAI fields that may be left out of a JSON answer and read as None, as in the OpenAI SDK
+(``message.tool_calls``, ``delta.content``); any other missing field raises AttributeError."""
+
 
 def _wrap(value: Any) -> Any:
     if type(value) is dict:
@@ -50,6 +72,8 @@ class OpenAIObject:
         try:
             return _wrap(self._data[name])
         except KeyError:
+            if name in OPTIONAL_FIELDS:
+                return None
             raise AttributeError(f"{type(self).__name__} has no field {name!r}") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -127,10 +151,23 @@ class EmbeddingResponse(OpenAIObject):
     __slots__ = ()
 
 
+class ModelResponseStream(OpenAIObject):
+    """One chunk of a streamed chat completion (``object == "chat.completion.chunk"``)."""
+
+    __slots__ = ()
+
+
+class TranscriptionResponse(OpenAIObject):
+    """A transcription (``text``, and more fields with ``response_format="verbose_json"``)."""
+
+    __slots__ = ()
+
+
 RESPONSE_KINDS: dict[str, type[OpenAIObject]] = {
     "chat": ModelResponse,
     "text": TextCompletionResponse,
     "embedding": EmbeddingResponse,
+    "transcription": TranscriptionResponse,
 }
 """Response class per request family; the family name is stored in each cache entry."""
 
@@ -146,6 +183,8 @@ def kind_of(value: Any) -> str | None:
 __all__ = [
     "EmbeddingResponse",
     "ModelResponse",
+    "ModelResponseStream",
     "OpenAIObject",
     "TextCompletionResponse",
+    "TranscriptionResponse",
 ]

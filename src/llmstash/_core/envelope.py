@@ -2,8 +2,9 @@
 
 Layout: ``b"LS"``, one version byte, then JSON ``[kind, created_at, expires_at, data]``:
 
-- ``kind``: ``"chat"``, ``"text"``, ``"embedding"`` for responses, ``"value"`` for anything
-  stored with ``Cache.add_cache``;
+- ``kind``: ``"chat"``, ``"text"``, ``"embedding"``, ``"transcription"`` for responses,
+  ``"embedding-item"`` for one vector of an embedding batch, ``"value"`` for anything stored
+  with ``Cache.add_cache``;
 - ``created_at``: Unix time the entry was made (for ``s-maxage``);
 - ``expires_at``: Unix time after which the entry is a miss, or ``null``;
 - ``data``: the response as the upstream sent it (JSON), or the stored value.
@@ -25,7 +26,7 @@ from llmstash.exceptions import CorruptEntryError
 MAGIC = b"LS"
 VERSION = 1
 _HEADER = MAGIC + bytes([VERSION])
-KINDS = frozenset({"chat", "text", "embedding", "value"})
+KINDS = frozenset({"chat", "text", "embedding", "embedding-item", "transcription", "value"})
 
 
 @dataclass(slots=True)  # not frozen: frozen dataclasses are slow to build on the hit path

@@ -26,6 +26,7 @@ from llmstash._core.policy import (
     parse_mode,
     uses_cache,
 )
+from llmstash._flight import TaskFlights, ThreadFlights
 from llmstash._request import Request, build_request
 from llmstash.backends import storage_class
 from llmstash.backends.base import Storage
@@ -36,6 +37,7 @@ logger = logging.getLogger("llmstash")
 
 DEFAULT_MAX_ITEM_BYTES = 8 * 1024 * 1024
 
+_OVERRIDABLE = ("get_cache_key", "get_cache", "add_cache", "async_get_cache", "async_add_cache")
 _BACKEND_DEFAULT_TTL = {"local": "default_in_memory_ttl", "redis": "default_in_redis_ttl"}
 
 
@@ -55,7 +57,7 @@ class _Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.values = dict.fromkeys(("hits", "misses", "writes", "errors", "corrupt", "oversized"), 0)
+        self.values = dict.fromkeys(("hits", "misses", "writes", "errors", "corrupt", "oversized", "coalesced"), 0)
 
     def add(self, name: str) -> None:
         with self._lock:
@@ -141,6 +143,8 @@ class Cache:
         options = {name: value for name, value in options.items() if value is not None}
         self.storage: Storage = storage_cls.from_options(options, clock)
         self._counters = _Counters()
+        self.thread_flights = ThreadFlights()
+        self.task_flights = TaskFlights()
         self._reported: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
@@ -224,56 +228,72 @@ class Cache:
             return Entry(family, self._clock(), None, value)
         return Entry("value", self._clock(), None, value)
 
-    def _count_read(self, entry: Entry | None, family: str) -> Entry | None:
+    def _count_read(self, entry: Entry | None, family: str, count: bool = True) -> Entry | None:
         if entry is not None and entry.kind != family:
             entry = None  # e.g. a custom key shared by a chat call and an embedding call
-        self._counters.add("hits" if entry is not None else "misses")
+        if count:
+            self._counters.add("hits" if entry is not None else "misses")
         return entry
 
-    def _blob(self, key: str, result: Any, ttl: float | None) -> bytes | None:
+    @staticmethod
+    def _kind_and_data(result: Any) -> tuple[str, Any]:
+        kind = kind_of(result)
+        return (kind, result._data) if kind is not None else ("value", result)
+
+    def _blob(self, key: str, kind: str, data: Any, ttl: float | None) -> bytes | None:
         """The envelope to store, or None when the result is not to be kept."""
         if ttl == 0:
             return None
-        kind = kind_of(result)
-        data = result._data if kind is not None else result
         now = self._clock()
-        blob = encode(kind or "value", data, now, None if ttl is None else now + ttl)
+        blob = encode(kind, data, now, None if ttl is None else now + ttl)
         if len(blob) > self.max_item_bytes:
             self._counters.add("oversized")
             logger.debug("llmstash: not storing %d bytes under key hash %s (max_item_bytes)", len(blob), digest(key))
             return None
         return blob
 
-    def read(self, plan: Plan, request: Request) -> Entry | None:
-        """The cached entry for a call, or None (a miss, or a backend failure)."""
+    @property
+    def customized(self) -> bool:
+        """Whether keys or storage were overridden by assignment (``cache.get_cache = ...``)."""
+        return any(name in self.__dict__ for name in _OVERRIDABLE)
+
+    def read(self, plan: Plan, request: Request, count: bool = True) -> Entry | None:
+        """The cached entry for a call, or None (a miss, or a backend failure).
+        ``count=False`` re-checks quietly: no hit/miss counted, no failure reported."""
         custom = self.__dict__.get("get_cache")
+        if custom is not None and not count:
+            return None  # the user's get_cache is asked once per call
         try:
             if custom is not None:
                 value = _call_user_function(custom, self, cache_key=plan.key, **request.kwargs)
-                return self._count_read(self._entry_from_custom(value, request.family), request.family)
+                return self._count_read(self._entry_from_custom(value, request.family), request.family, count)
             entry, drop = self._accept(plan.key, self.storage.get(plan.key), plan.max_age)
             if drop:
                 self.storage.delete(plan.key)
         except Exception as exc:
-            self._failed("read", plan.key, exc)
+            if count:  # a quiet re-check does not report what the first read reported
+                self._failed("read", plan.key, exc)
             return None
-        return self._count_read(entry, request.family)
+        return self._count_read(entry, request.family, count)
 
-    async def aread(self, plan: Plan, request: Request) -> Entry | None:
+    async def aread(self, plan: Plan, request: Request, count: bool = True) -> Entry | None:
         custom = self.__dict__.get("async_get_cache") or self.__dict__.get("get_cache")
+        if custom is not None and not count:
+            return None
         try:
             if custom is not None:
                 value = _call_user_function(custom, self, cache_key=plan.key, **request.kwargs)
                 if inspect.isawaitable(value):
                     value = await value
-                return self._count_read(self._entry_from_custom(value, request.family), request.family)
+                return self._count_read(self._entry_from_custom(value, request.family), request.family, count)
             entry, drop = self._accept(plan.key, await self.storage.aget(plan.key), plan.max_age)
             if drop:
                 await self.storage.adelete(plan.key)
         except Exception as exc:
-            self._failed("read", plan.key, exc)
+            if count:  # a quiet re-check does not report what the first read reported
+                self._failed("read", plan.key, exc)
             return None
-        return self._count_read(entry, request.family)
+        return self._count_read(entry, request.family, count)
 
     def write(self, plan: Plan, request: Request, response: OpenAIObject) -> None:
         """Store a fresh answer under the call's key (failures are counted, never raised)."""
@@ -283,7 +303,7 @@ class Cache:
                 _call_user_function(custom, self, response, cache_key=plan.key, **request.kwargs)
                 self._counters.add("writes")
                 return
-            blob = self._blob(plan.key, response, plan.ttl)
+            blob = self._blob(plan.key, *self._kind_and_data(response), plan.ttl)
             if blob is not None:
                 self.storage.set(plan.key, blob, plan.ttl)
                 self._counters.add("writes")
@@ -299,12 +319,68 @@ class Cache:
                     await outcome
                 self._counters.add("writes")
                 return
-            blob = self._blob(plan.key, response, plan.ttl)
+            blob = self._blob(plan.key, *self._kind_and_data(response), plan.ttl)
             if blob is not None:
                 await self.storage.aset(plan.key, blob, plan.ttl)
                 self._counters.add("writes")
         except Exception as exc:
             self._failed("write", plan.key, exc)
+
+    def _accept_many(
+        self, keys: list[str], raws: list[bytes | None], max_age: float | None
+    ) -> tuple[list[Entry | None], list[str]]:
+        entries: list[Entry | None] = []
+        dropped = []
+        for key, raw in zip(keys, raws, strict=True):
+            entry, drop = self._accept(key, raw, max_age)
+            if drop:
+                dropped.append(key)
+            entries.append(self._count_read(entry, "embedding-item"))
+        return entries, dropped
+
+    def read_items(self, keys: list[str], max_age: float | None) -> list[Entry | None]:
+        """Entries for the items of an embedding batch, in one backend round trip."""
+        try:
+            entries, dropped = self._accept_many(keys, self.storage.get_many(keys), max_age)
+            for key in dropped:
+                self.storage.delete(key)
+        except Exception as exc:
+            self._failed("read", keys[0] if keys else "", exc)
+            return [None] * len(keys)
+        return entries
+
+    async def aread_items(self, keys: list[str], max_age: float | None) -> list[Entry | None]:
+        try:
+            entries, dropped = self._accept_many(keys, await self.storage.aget_many(keys), max_age)
+            for key in dropped:
+                await self.storage.adelete(key)
+        except Exception as exc:
+            self._failed("read", keys[0] if keys else "", exc)
+            return [None] * len(keys)
+        return entries
+
+    def _item_blobs(self, items: list[tuple[str, Any]], ttl: float | None) -> list[tuple[str, bytes]]:
+        blobs = [(key, self._blob(key, "embedding-item", data, ttl)) for key, data in items]
+        return [(key, blob) for key, blob in blobs if blob is not None]
+
+    def write_items(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        """Store the new items of an embedding batch (``(key, data)`` pairs) in one round trip."""
+        try:
+            blobs = self._item_blobs(items, ttl)
+            if blobs:
+                self.storage.set_many(blobs, ttl)
+                self._counters.add("writes")
+        except Exception as exc:
+            self._failed("write", items[0][0] if items else "", exc)
+
+    async def awrite_items(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        try:
+            blobs = self._item_blobs(items, ttl)
+            if blobs:
+                await self.storage.aset_many(blobs, ttl)
+                self._counters.add("writes")
+        except Exception as exc:
+            self._failed("write", items[0][0] if items else "", exc)
 
     # ----- the LiteLLM-style direct API --------------------------------------------------------
 
@@ -326,7 +402,7 @@ class Cache:
         call described by ``kwargs``. ``result`` is a response object or any JSON value;
         ``ttl=`` or ``cache={"ttl": ...}`` set its lifetime."""
         key, ttl, _ = self._direct(cache_key, kwargs)
-        blob = self._blob(key, result, ttl)  # TypeError here: the value is not JSON
+        blob = self._blob(key, *self._kind_and_data(result), ttl)  # TypeError here: the value is not JSON
         if blob is None:
             return
         try:
@@ -349,7 +425,7 @@ class Cache:
 
     async def async_add_cache(self, result: Any, *args: Any, cache_key: str | None = None, **kwargs: Any) -> None:
         key, ttl, _ = self._direct(cache_key, kwargs)
-        blob = self._blob(key, result, ttl)
+        blob = self._blob(key, *self._kind_and_data(result), ttl)
         if blob is None:
             return
         try:
@@ -377,12 +453,19 @@ class Cache:
         """Remove every entry of this cache's backend."""
         self.storage.clear()
 
+    def record(self, counter: str) -> None:
+        """Add one to a counter of :meth:`stats` (the call layer records ``coalesced`` waits)."""
+        self._counters.add(counter)
+
     def stats(self) -> dict[str, Any]:
         """Counters since this Cache was made: hits, misses, writes, errors, corrupt, oversized,
-        and ``hit_rate`` (hits / reads)."""
+        coalesced (calls that missed but were answered by an identical call already in flight),
+        and ``hit_rate``: the share of reads answered without an upstream call of their own,
+        (hits + coalesced) / (hits + misses)."""
         values: dict[str, Any] = self._counters.snapshot()
         reads = values["hits"] + values["misses"]
-        values["hit_rate"] = values["hits"] / reads if reads else 0.0
+        # a coalesced call missed the storage but was answered without an upstream call of its own
+        values["hit_rate"] = (values["hits"] + values["coalesced"]) / reads if reads else 0.0
         return values
 
     def close(self) -> None:

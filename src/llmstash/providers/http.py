@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -142,3 +143,87 @@ async def apost(
     except httpx.HTTPError as exc:
         raise _transport_error(route, exc) from exc
     return parse(route, response.status_code, response.content)
+
+
+def _sse_chunk(line: str) -> dict[str, Any] | None:
+    """The JSON chunk in one server-sent-event line, or None for other lines."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if not data or data == "[DONE]":
+        return None
+    chunk = orjson.loads(data)
+    return chunk if isinstance(chunk, dict) else None
+
+
+def _stream_error(route: Route, exc: Exception) -> APIError:
+    return APIConnectionError(
+        f"the {route.provider} stream for model {route.model!r} broke off: {type(exc).__name__}",
+        model=route.model,
+        llm_provider=route.provider,
+    )
+
+
+def stream(
+    route: Route, family: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None
+) -> Iterator[dict[str, Any]]:
+    """Send a streamed request; error statuses raise here, then chunks arrive as they are read."""
+    import httpx
+
+    url, all_headers = build(route, family, headers)
+    client = sync_client()
+    try:
+        response = client.send(
+            client.build_request("POST", url, content=orjson.dumps(body), headers=all_headers, timeout=timeout), stream=True
+        )
+    except httpx.HTTPError as exc:
+        raise _transport_error(route, exc) from exc
+    if response.status_code >= 400:
+        response.read()
+        response.close()
+        parse(route, response.status_code, response.content)
+
+    def chunks() -> Iterator[dict[str, Any]]:
+        try:
+            for line in response.iter_lines():
+                chunk = _sse_chunk(line)
+                if chunk is not None:
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise _stream_error(route, exc) from exc
+        finally:
+            response.close()
+
+    return chunks()
+
+
+async def astream(
+    route: Route, family: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None
+) -> AsyncIterator[dict[str, Any]]:
+    """The async twin of :func:`stream`."""
+    import httpx
+
+    url, all_headers = build(route, family, headers)
+    client = async_client()
+    try:
+        request = client.build_request("POST", url, content=orjson.dumps(body), headers=all_headers, timeout=timeout)
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise _transport_error(route, exc) from exc
+    if response.status_code >= 400:
+        await response.aread()
+        await response.aclose()
+        parse(route, response.status_code, response.content)
+
+    async def chunks() -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for line in response.aiter_lines():
+                chunk = _sse_chunk(line)
+                if chunk is not None:
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise _stream_error(route, exc) from exc
+        finally:
+            await response.aclose()
+
+    return chunks()

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -71,6 +72,54 @@ def vector_for(text: str, dimensions: int) -> list[float]:
     return [round(v / norm, 6) for v in values]
 
 
+def _split(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def stream_chunks(answer: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """The chunks a real server would stream for ``answer`` (content cut every 3 characters)."""
+    text_mode = answer["object"] == "text_completion"
+    head: dict[str, Any] = {k: answer[k] for k in ("id", "created", "model", "system_fingerprint") if k in answer}
+    head["object"] = "text_completion" if text_mode else "chat.completion.chunk"
+    chunks: list[dict[str, Any]] = []
+    for choice in answer["choices"]:
+        index = choice["index"]
+        if text_mode:
+            chunks += [
+                {**head, "choices": [{"index": index, "text": t, "finish_reason": None}]} for t in _split(choice["text"], 3)
+            ]
+            chunks.append({**head, "choices": [{"index": index, "text": "", "finish_reason": choice["finish_reason"]}]})
+            continue
+        message = choice["message"]
+        chunks.append(
+            {**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        )
+        for piece in _split(message["content"], 3) if message.get("content") else []:
+            chunks.append({**head, "choices": [{"index": index, "delta": {"content": piece}, "finish_reason": None}]})
+        for position, call in enumerate(message.get("tool_calls") or []):
+            first = {
+                "index": position,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            chunks.append({**head, "choices": [{"index": index, "delta": {"tool_calls": [first]}, "finish_reason": None}]})
+            for piece in _split(call["function"]["arguments"], 5):
+                delta = {"tool_calls": [{"index": position, "function": {"arguments": piece}}]}
+                chunks.append({**head, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
+        chunks.append({**head, "choices": [{"index": index, "delta": {}, "finish_reason": choice["finish_reason"]}]})
+    if include_usage:
+        chunks.append({**head, "choices": [], "usage": answer["usage"]})
+    return chunks
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer (an abandoned stream) is normal here, not an error."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class MockUpstream:
     """An OpenAI-compatible server on 127.0.0.1 with a call log, injectable delay and failures.
 
@@ -81,15 +130,24 @@ class MockUpstream:
         embedding_dimensions: vector length when the request does not ask for ``dimensions``.
     """
 
-    def __init__(self, delay: Delay = 0.0, api_key: str | None = None, embedding_dimensions: int = 8, port: int = 0) -> None:
+    def __init__(
+        self,
+        delay: Delay = 0.0,
+        api_key: str | None = None,
+        embedding_dimensions: int = 8,
+        port: int = 0,
+        chunk_delay: float = 0.0,
+    ) -> None:
         self.delay = delay
+        self.chunk_delay = chunk_delay
+        self._stream_cuts: list[int] = []
         self.api_key = api_key
         self.embedding_dimensions = embedding_dimensions
         self.calls: list[RecordedCall] = []
         self._lock = threading.Lock()
         self._failures: list[tuple[int, str]] = []
         self._counter = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._server = _QuietServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -138,6 +196,11 @@ class MockUpstream:
             self.calls.clear()
             self._failures.clear()
 
+    def cut_next_stream(self, after_chunks: int) -> None:
+        """The next streamed answer sends ``after_chunks`` chunks, then drops the connection."""
+        with self._lock:
+            self._stream_cuts.append(after_chunks)
+
     def fail_next(self, status: int = 500, times: int = 1, message: str = "injected failure") -> None:
         """Answer the next ``times`` requests with HTTP ``status``."""
         with self._lock:
@@ -157,6 +220,10 @@ class MockUpstream:
         if seconds > 0:
             time.sleep(seconds)
 
+    def _take_cut(self) -> int | None:
+        with self._lock:
+            return self._stream_cuts.pop(0) if self._stream_cuts else None
+
     def answer(self, path: str, body: dict[str, Any], number: int) -> dict[str, Any]:
         route = path.split("?")[0].rstrip("/")
         model = body.get("model") or route.split("/deployments/")[-1].split("/")[0]
@@ -166,16 +233,26 @@ class MockUpstream:
             prompt_tokens = _words(body.get("messages", []))
             completion_tokens = _words(text)
             n = int(body.get("n") or 1)
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            finish_reason = "stop"
+            if body.get("tools"):  # answer with a call to the first tool
+                name = body["tools"][0].get("function", {}).get("name", "tool")
+                arguments = json.dumps({"query": _last_user_text(body.get("messages"))})
+                message = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": f"call_{number:06d}", "type": "function", "function": {"name": name, "arguments": arguments}}
+                    ],
+                }
+                finish_reason = "tool_calls"
             return {
                 "id": f"chatcmpl-{number:06d}",
                 "object": "chat.completion",
                 "created": created,
                 "model": model,
                 "system_fingerprint": "fp_mock",
-                "choices": [
-                    {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}
-                    for i in range(n)
-                ],
+                "choices": [{"index": i, "message": message, "logprobs": None, "finish_reason": finish_reason} for i in range(n)],
                 "usage": {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
@@ -230,6 +307,25 @@ def _handler_for(upstream: MockUpstream) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _stream(self, chunks: list[dict[str, Any]], cut_after: int | None) -> None:
+            """Server-sent events in chunked transfer encoding; ``cut_after`` drops the connection."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            events = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks] + [b"data: [DONE]\n\n"]
+            for number, event in enumerate(events):
+                if cut_after is not None and number >= cut_after:
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if upstream.chunk_delay:
+                    time.sleep(upstream.chunk_delay)
+                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+
         def _authorized(self) -> bool:
             if upstream.api_key is None:
                 return True
@@ -260,7 +356,12 @@ def _handler_for(upstream: MockUpstream) -> type[BaseHTTPRequestHandler]:
                 self._send(failure[0], {"error": {"message": failure[1], "type": "server_error"}})
                 return
             try:
-                self._send(200, upstream.answer(self.path, body, number))
+                answer = upstream.answer(self.path, body, number)
+                if body.get("stream"):
+                    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                    self._stream(stream_chunks(answer, include_usage), upstream._take_cut())
+                else:
+                    self._send(200, answer)
             except LookupError:
                 self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
 
