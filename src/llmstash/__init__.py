@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmstash._calls import acompletion, aembedding, atext_completion, completion, embedding, text_completion
+from llmstash._calls import (
+    acompletion,
+    aembedding,
+    atext_completion,
+    atranscription,
+    completion,
+    embedding,
+    text_completion,
+    transcription,
+)
 from llmstash.caching import Cache, CacheMode, disable_cache, enable_cache, update_cache
 from llmstash.exceptions import (
     APIConnectionError,
@@ -30,7 +39,8 @@ from llmstash.exceptions import (
     ServiceUnavailableError,
     Timeout,
 )
-from llmstash.types import EmbeddingResponse, ModelResponse, TextCompletionResponse
+from llmstash.router import Router
+from llmstash.types import EmbeddingResponse, ModelResponse, ModelResponseStream, TextCompletionResponse, TranscriptionResponse
 
 __version__ = "0.1.0"
 
@@ -51,15 +61,19 @@ __all__ = [
     "EmbeddingResponse",
     "InternalServerError",
     "ModelResponse",
+    "ModelResponseStream",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "Router",
     "ServiceUnavailableError",
     "TextCompletionResponse",
+    "TranscriptionResponse",
     "Timeout",
     "acompletion",
     "aembedding",
     "atext_completion",
+    "atranscription",
     "cache",
     "callbacks",
     "completion",
@@ -67,5 +81,6 @@ __all__ = [
     "embedding",
     "enable_cache",
     "text_completion",
+    "transcription",
     "update_cache",
 ]

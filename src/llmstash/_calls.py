@@ -1,4 +1,5 @@
-"""The call functions: ``completion``, ``embedding``, ``text_completion`` and their async twins.
+"""The call functions: ``completion``, ``text_completion``, ``embedding``, ``transcription``, and
+their async twins.
 
 Each is a thin adapter over the engine (``_engine.run`` / ``arun``), which reads the cache,
 coalesces identical concurrent misses, calls the upstream and stores the answer.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmstash._engine import arun, run
-from llmstash.types import EmbeddingResponse, ModelResponse, TextCompletionResponse
+from llmstash.types import EmbeddingResponse, ModelResponse, TextCompletionResponse, TranscriptionResponse
 
 
 def completion(model: str, messages: list[dict[str, Any]], **kwargs: Any) -> ModelResponse:
@@ -54,4 +55,19 @@ def embedding(model: str, input: Any, **kwargs: Any) -> EmbeddingResponse:
 async def aembedding(model: str, input: Any, **kwargs: Any) -> EmbeddingResponse:
     """The async twin of :func:`embedding`."""
     result: EmbeddingResponse = await arun("aembedding", {"model": model, "input": input, **kwargs})
+    return result
+
+
+def transcription(model: str, file: Any, **kwargs: Any) -> TranscriptionResponse:
+    """Speech to text (``/v1/audio/transcriptions``, e.g. ``whisper-1``), cached by the SHA-256 of
+    the audio bytes plus the parameters (``language``, ``prompt``, ``response_format``,
+    ``temperature``, ...). ``file`` is a path, bytes, a ``(name, bytes)`` tuple or a binary file
+    object; the same bytes give the same key whichever form they come in."""
+    result: TranscriptionResponse = run("transcription", {"model": model, "file": file, **kwargs})
+    return result
+
+
+async def atranscription(model: str, file: Any, **kwargs: Any) -> TranscriptionResponse:
+    """The async twin of :func:`transcription`."""
+    result: TranscriptionResponse = await arun("atranscription", {"model": model, "file": file, **kwargs})
     return result

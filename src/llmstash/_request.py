@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from llmstash._core.audio import audio_digest, read_upload
 from llmstash._core.keys import request_key
 from llmstash._core.policy import Controls, parse_controls
 from llmstash.exceptions import ConfigurationError
@@ -17,8 +18,10 @@ FAMILY_OF_CALL = {
     "atext_completion": "text",
     "embedding": "embedding",
     "aembedding": "embedding",
+    "transcription": "transcription",
+    "atranscription": "transcription",
 }
-PAYLOAD_OF_FAMILY = {"chat": "messages", "text": "prompt", "embedding": "input"}
+PAYLOAD_OF_FAMILY = {"chat": "messages", "text": "prompt", "embedding": "input", "transcription": "file"}
 
 
 @dataclass(slots=True)
@@ -35,6 +38,8 @@ class Request:
     kwargs: dict[str, Any]
     """The arguments exactly as given (custom key functions and callbacks receive these)."""
     caching_group: str | None = None
+    upload: tuple[str, bytes] | None = None
+    """Transcriptions: the audio file's name and bytes (the payload holds their digest)."""
 
     @property
     def stream(self) -> bool:
@@ -75,4 +80,8 @@ def build_request(call_type: str | None, kwargs: dict[str, Any]) -> Request:
         raise ConfigurationError(f"caching must be True, False or None, got {caching!r}")
     controls = parse_controls(params.pop("cache", None))
     route = resolve(model, params)
-    return Request(call_type or family, family, model, payload, params, route, controls, caching, kwargs)
+    upload = None
+    if family == "transcription":
+        upload = read_upload(payload)
+        payload = audio_digest(upload[1])
+    return Request(call_type or family, family, model, payload, params, route, controls, caching, kwargs, upload=upload)

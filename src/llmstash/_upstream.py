@@ -55,6 +55,13 @@ def body(request: Request, payload: Any = None, usage: bool = False) -> dict[str
     return sent
 
 
+def _fields(request: Request) -> dict[str, Any]:
+    """Form fields of a transcription: the model and the keyed parameters."""
+    sent = body(request)
+    sent.pop("file", None)
+    return sent
+
+
 def _mocked(request: Request, payload: Any) -> dict[str, Any] | None:
     answer = request.params.get("mock_response")
     if answer is None:
@@ -67,6 +74,8 @@ def call(request: Request, payload: Any = None) -> dict[str, Any]:
     mocked = _mocked(request, payload)
     if mocked is not None:
         return mocked
+    if request.upload is not None:
+        return http.post_audio(request.route, _fields(request), request.upload, timeout(request), _headers(request))
     return http.post(request.route, request.family, body(request, payload), timeout(request), _headers(request))
 
 
@@ -74,6 +83,8 @@ async def acall(request: Request, payload: Any = None) -> dict[str, Any]:
     mocked = _mocked(request, payload)
     if mocked is not None:
         return mocked
+    if request.upload is not None:
+        return await http.apost_audio(request.route, _fields(request), request.upload, timeout(request), _headers(request))
     return await http.apost(request.route, request.family, body(request, payload), timeout(request), _headers(request))
 
 

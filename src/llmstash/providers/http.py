@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import httpx
 
 DEFAULT_TIMEOUT = 600.0
-PATHS = {"chat": "chat/completions", "text": "completions", "embedding": "embeddings"}
+PATHS = {"chat": "chat/completions", "text": "completions", "embedding": "embeddings", "transcription": "audio/transcriptions"}
 
 _sync_client: httpx.Client | None = None
 _sync_lock = threading.Lock()
@@ -61,10 +61,10 @@ def async_client() -> httpx.AsyncClient:
     return client
 
 
-def build(route: Route, family: str, headers: dict[str, str] | None) -> tuple[str, dict[str, str]]:
+def build(route: Route, family: str, headers: dict[str, str] | None, json_body: bool = True) -> tuple[str, dict[str, str]]:
     """URL and headers for a request of ``family`` on ``route``."""
     path = PATHS[family]
-    all_headers = {"Content-Type": "application/json"}
+    all_headers = {"Content-Type": "application/json"} if json_body else {}
     if route.provider == "azure":
         url = f"{route.endpoint}/openai/deployments/{route.model}/{path}?api-version={route.api_version}"
         if key := route.credential():
@@ -227,3 +227,46 @@ async def astream(
             await response.aclose()
 
     return chunks()
+
+
+def _transcription(route: Route, response: httpx.Response) -> dict[str, Any]:
+    """A transcription answer: JSON, or plain text (``response_format`` text, srt, vtt) as ``{"text": ...}``."""
+    if response.status_code < 400 and "json" not in response.headers.get("content-type", ""):
+        return {"text": response.text}
+    return parse(route, response.status_code, response.content)
+
+
+def _form(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: value if isinstance(value, (str, list)) else orjson.dumps(value).decode().strip('"')
+        for name, value in fields.items()
+    }
+
+
+def post_audio(
+    route: Route, fields: dict[str, Any], upload: tuple[str, bytes], timeout: float, headers: dict[str, str] | None
+) -> dict[str, Any]:
+    """A multipart transcription request: ``fields`` as form fields, ``upload`` as the file."""
+    import httpx
+
+    url, all_headers = build(route, "transcription", headers, json_body=False)
+    try:
+        response = sync_client().post(url, data=_form(fields), files={"file": upload}, headers=all_headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise _transport_error(route, exc) from exc
+    return _transcription(route, response)
+
+
+async def apost_audio(
+    route: Route, fields: dict[str, Any], upload: tuple[str, bytes], timeout: float, headers: dict[str, str] | None
+) -> dict[str, Any]:
+    import httpx
+
+    url, all_headers = build(route, "transcription", headers, json_body=False)
+    try:
+        response = await async_client().post(
+            url, data=_form(fields), files={"file": upload}, headers=all_headers, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise _transport_error(route, exc) from exc
+    return _transcription(route, response)

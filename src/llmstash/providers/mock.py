@@ -57,4 +57,6 @@ def respond(family: str, model: str, payload: Any, mock: Any) -> dict[str, Any]:
             "choices": [{"index": 0, "text": mock, "finish_reason": "stop", "logprobs": None}],
             "usage": usage,
         }
-    raise ConfigurationError("mock_response is supported for completion and text_completion calls")
+    if family == "transcription":
+        return {"text": mock}
+    raise ConfigurationError("mock_response is supported for completion, text_completion and transcription calls")

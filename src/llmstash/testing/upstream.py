@@ -12,6 +12,8 @@ deterministic in the prompt; embeddings are unit vectors derived from a hash of 
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import hashlib
 import json
 import math
@@ -111,6 +113,33 @@ def stream_chunks(answer: dict[str, Any], include_usage: bool) -> list[dict[str,
     if include_usage:
         chunks.append({**head, "choices": [], "usage": answer["usage"]})
     return chunks
+
+
+def parse_form(content_type: str, raw: bytes) -> dict[str, Any]:
+    """A multipart/form-data body as a dict; the file part is recorded by name, size and SHA-256."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+    )
+    if not message.is_multipart():
+        raise ValueError("not a multipart body")
+    form: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            raise ValueError("a form part is not bytes")
+        if part.get_filename() is not None:
+            form[str(name)] = {
+                "filename": part.get_filename(),
+                "size": len(payload),
+                "sha256": hashlib.sha256(payload).hexdigest(),
+            }
+        elif name in form:  # repeated fields (e.g. timestamp_granularities[])
+            previous = form[str(name)]
+            form[str(name)] = [*(previous if isinstance(previous, list) else [previous]), payload.decode()]
+        else:
+            form[str(name)] = payload.decode()
+    return form
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -275,6 +304,20 @@ class MockUpstream:
                     "total_tokens": prompt_tokens + _words(text),
                 },
             }
+        if route.endswith("/audio/transcriptions"):
+            audio = body.get("file") or {}
+            text = f"Transcript of {audio.get('size', 0)} bytes of audio ({str(audio.get('sha256', ''))[:12]})"
+            if body.get("language"):
+                text += f" in {body['language']}"
+            if body.get("response_format") == "verbose_json":
+                return {
+                    "task": "transcribe",
+                    "language": body.get("language", "english"),
+                    "duration": 1.0,
+                    "text": text,
+                    "segments": [],
+                }
+            return {"text": text}
         if route.endswith("/embeddings"):
             items = body.get("input")
             items = items if isinstance(items, list) else [items]
@@ -303,6 +346,14 @@ def _handler_for(upstream: MockUpstream) -> type[BaseHTTPRequestHandler]:
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send_text(self, text: str) -> None:
+            data = text.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -342,7 +393,8 @@ def _handler_for(upstream: MockUpstream) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             try:
-                body = json.loads(raw) if raw else {}
+                content_type = self.headers.get("Content-Type", "")
+                body = parse_form(content_type, raw) if content_type.startswith("multipart/") else json.loads(raw) if raw else {}
             except ValueError:
                 self._send(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
                 return
@@ -357,7 +409,13 @@ def _handler_for(upstream: MockUpstream) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 answer = upstream.answer(self.path, body, number)
-                if body.get("stream"):
+                if (
+                    isinstance(answer, dict)
+                    and isinstance(answer.get("text"), str)
+                    and body.get("response_format") in ("text", "srt", "vtt")
+                ):
+                    self._send_text(answer["text"])
+                elif body.get("stream"):
                     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                     self._stream(stream_chunks(answer, include_usage), upstream._take_cut())
                 else:
