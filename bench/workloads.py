@@ -9,12 +9,16 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 import llmstash
 from common import (
+    BenchError,
     Measurement,
     active_cache,
     atime_calls,
@@ -28,6 +32,7 @@ from common import (
     workload,
 )
 from llmstash.caching import Cache
+from llmstash.testing.upstream import MockUpstream, reply_text, vector_for
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "openai/bench"
@@ -164,3 +169,316 @@ def miss_overhead() -> Measurement:
         f"{len(cached):,} calls each in {MISS_ROUNDS} interleaved rounds"
     )
     return Measurement(on50 - off50, None, "µs", target=100, notes=notes)
+
+
+# ----- concurrency: single flight ---------------------------------------------------------------
+
+BURST = 100  # identical calls started together ...
+BURST_ROUNDS = 5  # ... in this many bursts (plus one warm-up burst), each with a fresh prompt
+BURST_DELAY = 0.2  # seconds the upstream takes: every caller of a burst arrives while the first is in flight
+
+
+def _burst_upstream() -> MockUpstream:
+    """MockUpstream(delay=BURST_DELAY); its listen backlog (128) holds a whole burst."""
+    return MockUpstream(delay=BURST_DELAY)
+
+
+def _burst_prompt(label: str, number: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Concurrent {label} bench prompt {number:04d}: what is a cache?"}]
+
+
+def _check_burst(
+    label: str,
+    number: int,
+    upstream: MockUpstream,
+    cache: Cache,
+    before: tuple[int, dict[str, Any]],
+    results: list[Any],
+    seen_ids: set[str],
+) -> int:
+    """Check one burst's answers and counters; return how many upstream calls it made."""
+    calls_before, stats_before = before
+    errors = [r for r in results if isinstance(r, BaseException)]
+    check(not errors, f"{len(errors)} of {BURST} callers failed, first: {errors[:1]!r}")
+    check(len(results) == BURST, f"{len(results)} of {BURST} callers answered")
+    calls = upstream.call_count() - calls_before
+    stats = cache.stats()
+    delta = {name: stats[name] - stats_before[name] for name in ("hits", "misses", "coalesced", "writes", "errors")}
+    # every caller must have missed the storage: one that found the answer stored arrived too late to be concurrent
+    check(delta["hits"] == 0 and delta["misses"] == BURST, f"burst {number}: not {BURST} concurrent misses: {delta}")
+    check(delta["errors"] == 0, f"burst {number}: the cache reported errors: {delta}")
+    check(calls >= 1 and delta["coalesced"] == BURST - calls, f"burst {number}: {calls} upstream calls but {delta}")
+    expected = reply_text(_burst_prompt(label, number)[0]["content"])
+    check(all(r.choices[0].message.content == expected for r in results), f"burst {number}: a caller got another prompt's answer")
+    leaders = sum(not r._hidden_params["cache_hit"] for r in results)
+    check(
+        leaders == calls, f"burst {number}: {leaders} callers were answered by their own upstream call, the upstream got {calls}"
+    )
+    ids = {r.id for r in results}
+    check(len(ids) <= calls, f"burst {number}: callers got {len(ids)} different response ids from {calls} upstream calls")
+    check(not ids & seen_ids, f"burst {number}: a caller got an answer from an earlier burst")
+    seen_ids |= ids
+    return calls
+
+
+def _burst_measurement(per_round: list[int], how: str) -> Measurement:
+    worst = max(per_round)
+    notes = (
+        f"{how}; upstream calls per burst: {', '.join(map(str, per_round))}; "
+        f"in every burst all {BURST} callers got the same response id"
+        if worst == 1
+        else f"{how}; upstream calls per burst: {', '.join(map(str, per_round))}"
+    )
+    return Measurement(percentile(per_round, 50), worst, "calls", target=1, notes=notes, worst=worst, digits=0)
+
+
+@workload("concurrent-misses")
+def concurrent_misses() -> Measurement:
+    """Upstream calls made by 100 threads sending one identical, uncached request at once (target: 1, the rest wait for it)."""
+    cache = Cache()
+    per_round: list[int] = []
+    seen_ids: set[str] = set()
+    with _burst_upstream() as upstream, active_cache(cache):
+        for number in range(BURST_ROUNDS + 1):  # burst 0 warms up (HTTP client, threads) and is not counted
+            messages = _burst_prompt("thread", number)
+            barrier = threading.Barrier(BURST)
+            results: list[Any] = [None] * BURST
+
+            def caller(
+                slot: int,
+                messages: list[dict[str, str]] = messages,
+                barrier: threading.Barrier = barrier,
+                results: list[Any] = results,
+            ) -> None:
+                try:
+                    barrier.wait(timeout=30)
+                    results[slot] = llmstash.completion(model=MODEL, messages=messages, api_base=upstream.base_url)
+                except BaseException as exc:
+                    results[slot] = exc
+
+            threads = [threading.Thread(target=caller, args=(slot,), name=f"bench-burst-{slot}") for slot in range(BURST)]
+            before = (upstream.call_count(), cache.stats())
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            stuck = sum(thread.is_alive() for thread in threads)
+            check(stuck == 0, f"burst {number}: {stuck} of {BURST} callers still waiting after 60 s")
+            calls = _check_burst("thread", number, upstream, cache, before, results, seen_ids)
+            if number > 0:
+                per_round.append(calls)
+    how = f"{BURST_ROUNDS} bursts of {BURST} threads released by a threading.Barrier; upstream answers in {BURST_DELAY:g} s"
+    return _burst_measurement(per_round, how)
+
+
+@workload("concurrent-misses-async")
+def concurrent_misses_async() -> Measurement:
+    """The same with 100 asyncio tasks in one event loop, `await llmstash.acompletion(...)` (target: 1)."""
+    cache = Cache()
+    per_round: list[int] = []
+    seen_ids: set[str] = set()
+
+    async def bursts(upstream: MockUpstream) -> None:
+        for number in range(BURST_ROUNDS + 1):  # burst 0 warms up (the loop's HTTP client) and is not counted
+            messages = _burst_prompt("task", number)
+            barrier = asyncio.Barrier(BURST)
+
+            async def caller(messages: list[dict[str, str]] = messages, barrier: asyncio.Barrier = barrier) -> Any:
+                await barrier.wait()
+                return await llmstash.acompletion(model=MODEL, messages=messages, api_base=upstream.base_url)
+
+            before = (upstream.call_count(), cache.stats())
+            results = await asyncio.wait_for(asyncio.gather(*(caller() for _ in range(BURST)), return_exceptions=True), 60)
+            calls = _check_burst("task", number, upstream, cache, before, list(results), seen_ids)
+            if number > 0:
+                per_round.append(calls)
+
+    with _burst_upstream() as upstream, active_cache(cache):
+        asyncio.run(bursts(upstream))
+    how = f"{BURST_ROUNDS} bursts of {BURST} tasks released by an asyncio.Barrier; upstream answers in {BURST_DELAY:g} s"
+    return _burst_measurement(per_round, how)
+
+
+# ----- embedding batches ------------------------------------------------------------------------
+
+EMBED_MODEL = "openai/bench-embed"
+EMBED_ITEMS = 1_000  # items per batch ...
+EMBED_CACHED = 500  # ... of which this many are cached; the rest are new in every round
+EMBED_DIMENSIONS = 256
+EMBED_ROUNDS = 40  # interleaved rounds, each one batch call and one direct call
+EMBED_WARMUP = 4
+
+
+class _PreparedEmbeddings(MockUpstream):
+    """MockUpstream(delay=0) giving its own embedding answers, worked out before the timed calls.
+
+    The stock mock spends ~0.25 s of CPU per 500-item answer in this process (hashing out 128,000
+    floats, then ``json.dumps`` of 1.3 MB), and that time varies by tens of ms from call to call:
+    enough to swing p50(batch) - p50(direct) by ±30 ms. Here ``prepare(items)`` has the mock compute
+    its answer for the next request in advance (the vectors are the mock's own), and answers are
+    written with orjson, so the upstream's share of each call is small and steady.
+    """
+
+    def __init__(self, dimensions: int) -> None:
+        super().__init__(delay=0.0, embedding_dimensions=dimensions)
+        self._prepared: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self.prepared_answers = 0
+        handler = self._server.RequestHandlerClass
+
+        class OrjsonHandler(handler):  # type: ignore[valid-type,misc]
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = orjson.dumps(payload)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server.RequestHandlerClass = OrjsonHandler
+
+    def prepare(self, model: str, items: list[str]) -> None:
+        """Compute now the answer to the next requests for ``items`` (what ``answer`` would give)."""
+        body = {"model": model, "input": items}
+        self._prepared = (body, super().answer("/v1/embeddings", body, 0))
+
+    def answer(self, path: str, body: dict[str, Any], number: int) -> dict[str, Any]:
+        prepared = self._prepared
+        if prepared is not None and path.split("?")[0].rstrip("/").endswith("/embeddings") and body == prepared[0]:
+            self.prepared_answers += 1
+            return prepared[1]
+        return super().answer(path, body, number)
+
+
+def _embed_text(kind: str, round_number: int, i: int) -> str:
+    """Item texts of one length, so that every round sends the upstream the same amount of work."""
+    return f"Bench {kind} document {round_number:04d}-{i:04d}: a cache keeps recent answers close at hand."
+
+
+def _check_embeddings(answer: Any, texts: list[str], sample: range | list[int]) -> None:
+    data = answer.data
+    check(len(data) == len(texts), f"the answer has {len(data)} embeddings for {len(texts)} inputs")
+    check([item["index"] for item in data] == list(range(len(texts))), "the answer's indices are not 0..N-1")
+    for i in sample:
+        expected = vector_for(texts[i], EMBED_DIMENSIONS)
+        check(data[i]["embedding"] == expected, f"embedding {i} is not the upstream's vector for its input")
+
+
+def _check_embedding_call(
+    upstream: _PreparedEmbeddings,
+    cache: Cache,
+    before: tuple[int, int, dict[str, Any]],
+    arm: str,
+    answer: Any,
+    batch: list[str],
+    missing: list[str],
+) -> None:
+    """One call of either arm made one upstream call that sent exactly ``missing``, and answered right."""
+    calls_before, prepared_before, stats_before = before
+    made = upstream.call_count() - calls_before
+    check(made == 1, f"the {arm} call made {made} upstream calls, expected 1")
+    sent = upstream.calls[-1].body["input"]
+    check(sent == missing, f"the {arm} call sent {len(sent)} items upstream, expected exactly the {len(missing)} uncached ones")
+    check(upstream.prepared_answers == prepared_before + 1, f"the {arm} call's request was not the one prepared for it")
+    if arm == "direct":
+        _check_embeddings(answer, missing, [0, len(missing) - 1])
+        return
+    stats = cache.stats()
+    delta = {name: stats[name] - stats_before[name] for name in ("hits", "misses", "writes", "errors")}
+    expected = {"hits": EMBED_CACHED, "misses": len(missing), "writes": 1, "errors": 0}
+    check(delta == expected, f"the batch moved the cache counters by {delta}, expected {expected}")
+    hidden = answer._hidden_params
+    check(hidden["cached_items"] == EMBED_CACHED and hidden["total_items"] == EMBED_ITEMS, f"the batch says {hidden}")
+    _check_embeddings(answer, batch, [0, 1, EMBED_ITEMS - 2, EMBED_ITEMS - 1])
+
+
+@workload("embedding-batch")
+def embedding_batch() -> Measurement:
+    """What the cache adds to a 1,000-item embedding batch with 500 items cached (256-dimension vectors): p50(batch) - p50(a direct call, `llmstash.cache = None`, sending just the 500 uncached items)."""
+    cache = Cache()
+    cached_texts = [_embed_text("cached", 0, i) for i in range(EMBED_CACHED)]
+    samples: dict[str, list[int]] = {"batch": [], "direct": []}
+    clock = time.perf_counter_ns
+    upstream = _PreparedEmbeddings(EMBED_DIMENSIONS)
+    with upstream:
+        base = upstream.base_url
+        with active_cache(cache):
+            llmstash.embedding(model=EMBED_MODEL, input=cached_texts, api_base=base)
+        check(cache.stats()["writes"] == 1 and upstream.call_count() == 1, f"the cached items were not stored: {cache.stats()}")
+        with gc_paused(), active_cache(None):  # each call below sets llmstash.cache for its arm
+            for round_number in range(1, EMBED_WARMUP + EMBED_ROUNDS + 1):
+                missing = [_embed_text("fresh", round_number, i) for i in range(EMBED_ITEMS - EMBED_CACHED)]
+                batch = [text for pair in zip(cached_texts, missing, strict=True) for text in pair]  # cached, new, cached, ...
+                upstream.prepare(EMBED_MODEL.split("/", 1)[1], missing)  # both arms send exactly these items
+                for arm in ("batch", "direct") if round_number % 2 == 0 else ("direct", "batch"):  # drift hits both arms
+                    before = (upstream.call_count(), upstream.prepared_answers, cache.stats())
+                    llmstash.cache = cache if arm == "batch" else None
+                    answer: Any = None  # free the previous answer's 128,000+ floats now, not inside the timed call
+                    start = clock()
+                    answer = llmstash.embedding(model=EMBED_MODEL, input=batch if arm == "batch" else missing, api_base=base)
+                    elapsed = clock() - start
+                    try:
+                        _check_embedding_call(upstream, cache, before, arm, answer, batch, missing)
+                    except BenchError as exc:
+                        raise BenchError(f"round {round_number}: {exc}") from None
+                    if round_number > EMBED_WARMUP:
+                        samples[arm].append(elapsed)
+        _check_embeddings(answer, batch if arm == "batch" else missing, range(len(answer.data)))  # the last answer, in full
+    on50, on99 = (value / 1000 for value in p50_p99_us(samples["batch"]))
+    off50, off99 = (value / 1000 for value in p50_p99_us(samples["direct"]))
+    notes = (
+        f"batch p50 {on50:.1f} ms / p99 {on99:.1f} ms; direct p50 {off50:.1f} ms / p99 {off99:.1f} ms; "
+        f"every batch sent exactly its {EMBED_ITEMS - EMBED_CACHED} uncached items upstream; "
+        f"{EMBED_ROUNDS} interleaved rounds after {EMBED_WARMUP} warm-up rounds; the upstream's answers are worked out "
+        "before each round and written with orjson (see `_PreparedEmbeddings`)"
+    )
+    return Measurement(on50 - off50, None, "ms", target=2, notes=notes)
+
+
+# ----- streams ----------------------------------------------------------------------------------
+
+STREAM_CALLS = 2_000  # timed replays per block
+
+
+def _stream_text(chunks: list[Any]) -> str:
+    return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+
+
+@workload("stream-hit")
+def stream_hit() -> Measurement:
+    """`list(llmstash.completion(..., stream=True))` answered from the in-memory cache: a cached stream replayed and fully read."""
+    cache = Cache()
+    with local_upstream() as upstream, active_cache(cache):
+        kwargs: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "api_base": upstream.base_url, "stream": True}
+        live: list[Any] = list(llmstash.completion(**kwargs))  # the miss: streamed from the upstream and stored once complete
+        check(
+            bool(live) and not any(chunk._hidden_params["cache_hit"] for chunk in live),
+            "the first stream should have been a miss",
+        )
+        check(cache.stats()["writes"] == 1, f"the streamed answer was not stored: {cache.stats()}")
+        hits_before = cache.stats()["hits"]
+
+        def call() -> object:
+            return list(llmstash.completion(**kwargs))
+
+        time_calls(call, HIT_WARMUP)
+        blocks = [time_calls(call, STREAM_CALLS) for _ in range(HIT_BLOCKS)]
+
+        replay: list[Any] = list(llmstash.completion(**kwargs))
+        check(all(chunk._hidden_params["cache_hit"] for chunk in replay), "a replayed chunk was not marked as a cache hit")
+        check(_stream_text(replay) == _stream_text(live), "the replay's text differs from the streamed answer")
+        check({chunk.id for chunk in replay} == {live[0].id}, "the replay's chunks do not carry the stored answer's id")
+        check(replay[-1].choices[0].finish_reason == "stop", "the replay does not end with the stored finish_reason")
+        check(upstream.call_count() == 1, f"the upstream got {upstream.call_count()} calls; only the first should reach it")
+        check(
+            cache.stats()["hits"] - hits_before == HIT_WARMUP + HIT_BLOCKS * STREAM_CALLS + 1,
+            "not every timed stream was a cache hit",
+        )
+        check(cache.stats()["errors"] == 0, f"the cache reported errors: {cache.stats()}")
+    p50, p99 = p50_p99_us(quietest(blocks))
+    pooled = percentile([ns / 1000 for block in blocks for ns in block], 50)
+    words = len(_stream_text(live).split())
+    notes = (
+        f"quietest of {HIT_BLOCKS} blocks of {STREAM_CALLS:,} replays of {len(replay)} chunks (a {words}-word answer "
+        f"streamed as {len(live)} chunks); p50 over all {HIT_BLOCKS * STREAM_CALLS:,} replays {pooled:.1f} µs"
+    )
+    return Measurement(p50, p99, "µs", target=None, notes=notes)

@@ -9,6 +9,7 @@ import pytest
 
 import llmstash
 from llmstash.testing import MockUpstream
+from tests.servers import ValkeyCluster, ValkeyServer
 
 # Nothing in the tests may leave this machine: an unconfigured call goes to a closed local port.
 for _name in (
@@ -58,3 +59,41 @@ def clean_state() -> Iterator[None]:
         llmstash.cache.close()
     llmstash.cache = None
     llmstash.callbacks = []
+
+
+# ----- real servers, started once per test session and stopped by PID -----------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    server = ValkeyServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    server = ValkeyServer(tmp_path_factory.mktemp("redis-auth"), password="s3cret-pass").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    cluster = ValkeyCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: ValkeyServer) -> str:
+    """A clean standalone server for this test."""
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture
+def cluster_nodes(redis_cluster: ValkeyCluster) -> list[dict[str, object]]:
+    """A clean 3-node cluster for this test."""
+    redis_cluster.flush()
+    return redis_cluster.startup_nodes

@@ -1,7 +1,9 @@
 """One conformance suite for every storage backend, and the same checks at the Cache level.
 
 To add a backend, add a factory to ``STORAGE_FACTORIES`` (a raw ``Storage``) and to
-``CACHE_FACTORIES`` (a ``Cache`` of that type); every test below then runs against it.
+``CACHE_FACTORIES`` (a ``Cache`` of that type); every test below then runs against it. A factory
+gets the pytest ``request`` and asks it for the fixtures it needs (the Redis ones ask for a clean
+real server), so a local or disk run starts no server.
 """
 
 from __future__ import annotations
@@ -19,27 +21,45 @@ from llmstash import acompletion, completion
 from llmstash.backends.base import Storage
 from llmstash.backends.disk import DiskStorage
 from llmstash.backends.memory import MemoryStorage
+from llmstash.backends.redis import RedisStorage
 from llmstash.caching import Cache
 
 # ----- factories: type name -> how to build it ------------------------------------------------
 
-StorageFactory = Callable[[Path, Callable[[], float]], Storage]
-CacheFactory = Callable[..., Cache]  # (tmp_path, **cache_kwargs) -> Cache
+StorageFactory = Callable[[pytest.FixtureRequest, Path, Callable[[], float]], Storage]
+CacheFactory = Callable[..., Cache]  # (request, tmp_path, **cache_kwargs) -> Cache
+
+
+def _redis_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue("redis_url")  # a clean standalone server
+    return url
+
+
+def _cluster_nodes(request: pytest.FixtureRequest) -> list[dict[str, object]]:
+    nodes: list[dict[str, object]] = request.getfixturevalue("cluster_nodes")  # a clean 3-node cluster
+    return nodes
+
 
 STORAGE_FACTORIES: dict[str, StorageFactory] = {
-    "local": lambda tmp_path, clock: MemoryStorage(clock=clock),
-    "disk": lambda tmp_path, clock: DiskStorage(disk_cache_dir=tmp_path / "disk-storage"),
+    "local": lambda request, tmp_path, clock: MemoryStorage(clock=clock),
+    "disk": lambda request, tmp_path, clock: DiskStorage(disk_cache_dir=tmp_path / "disk-storage"),
+    "redis": lambda request, tmp_path, clock: RedisStorage(url=_redis_url(request), clock=clock),
+    "redis-cluster": lambda request, tmp_path, clock: RedisStorage(redis_startup_nodes=_cluster_nodes(request), clock=clock),
 }
 
 CACHE_FACTORIES: dict[str, CacheFactory] = {
-    "local": lambda tmp_path, **kwargs: Cache(type="local", **kwargs),
-    "disk": lambda tmp_path, **kwargs: Cache(type="disk", disk_cache_dir=str(tmp_path / "disk-cache"), **kwargs),
+    "local": lambda request, tmp_path, **kwargs: Cache(type="local", **kwargs),
+    "disk": lambda request, tmp_path, **kwargs: Cache(type="disk", disk_cache_dir=str(tmp_path / "disk-cache"), **kwargs),
+    "redis": lambda request, tmp_path, **kwargs: Cache(type="redis", url=_redis_url(request), **kwargs),
+    "redis-cluster": lambda request, tmp_path, **kwargs: Cache(
+        type="redis", redis_startup_nodes=_cluster_nodes(request), **kwargs
+    ),
 }
 
 
 @pytest.fixture(params=list(STORAGE_FACTORIES))
 def storage(request: pytest.FixtureRequest, tmp_path: Path, clock: Any) -> Iterator[Storage]:
-    backend = STORAGE_FACTORIES[request.param](tmp_path, clock)
+    backend = STORAGE_FACTORIES[request.param](request, tmp_path, clock)
     yield backend
     backend.close()
 
@@ -49,7 +69,7 @@ def make_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     made: list[Cache] = []
 
     def make(**kwargs: Any) -> Cache:
-        cache = CACHE_FACTORIES[request.param](tmp_path, **kwargs)
+        cache = CACHE_FACTORIES[request.param](request, tmp_path, **kwargs)
         made.append(cache)
         return cache
 

@@ -554,7 +554,7 @@ def test_unknown_cache_type(type_name):
     assert_config_error(info, "unknown cache type", repr(type_name), "'disk'", "'local'")
 
 
-@pytest.mark.parametrize("type_name", ["redis", "s3", "redis-semantic", "qdrant-semantic", "gcs", "azure-blob", "dual-semantic"])
+@pytest.mark.parametrize("type_name", ["s3", "redis-semantic", "qdrant-semantic", "gcs", "azure-blob", "dual-semantic"])
 def test_planned_but_unavailable_cache_type(type_name):
     with pytest.raises(ConfigurationError) as info:
         Cache(type=type_name, host="localhost", port=6379)
@@ -613,7 +613,7 @@ def test_enable_cache_with_bad_arguments_keeps_the_active_cache():
     active = Cache()
     llmstash.cache = active
     with pytest.raises(ConfigurationError):
-        llmstash.enable_cache(type="redis", host="localhost")
+        llmstash.enable_cache(type="s3", host="localhost")
     with pytest.raises(ConfigurationError):
         llmstash.update_cache(mode="always")
     assert llmstash.cache is active

@@ -623,7 +623,6 @@ def test_cache_initialization_parameters_example(upstream, clock):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(type="redis", host="localhost", port=6379, password="your-password", ttl=3600),
         dict(type="s3", s3_bucket_name="cache-bucket-litellm", s3_region_name="us-west-2"),
         dict(
             type="redis-semantic",

@@ -8,6 +8,8 @@ answer (marked as a hit). Embedding batches go item by item (see ``_embeddings``
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +20,20 @@ import llmstash
 from llmstash import _embeddings, _upstream
 from llmstash._callbacks import Events
 from llmstash._core import streams
-from llmstash._flight import Flight, TaskFlight
+from llmstash._core.keys import digest
+from llmstash._flight import Flight, TaskFlight, waited_too_long
 from llmstash._request import Request, build_request
 from llmstash._streaming import AsyncResponseStream, ResponseStream, acapture, as_async, capture
 from llmstash.caching.cache import Cache, Plan
-from llmstash.exceptions import ConfigurationError
+from llmstash.exceptions import CacheBackendError, ConfigurationError
 from llmstash.types import RESPONSE_KINDS, OpenAIObject
+
+logger = logging.getLogger("llmstash")
+
+LOCK_SECONDS = 120.0
+"""Longest hold of a cross-process single-flight lock (a crashed leader frees it by then)."""
+POLL_SECONDS = 0.05
+"""How often a process waiting for another process's answer looks for it."""
 
 ACTIVE: Any = object()
 """Default of ``cache=``: use ``llmstash.cache`` at call time."""
@@ -106,15 +116,96 @@ def run(call_type: str, kwargs: dict[str, Any], cache: Any = ACTIVE, caching_gro
             return _hit(call, entry.data)
         flight, leader = active.thread_flights.join(plan.key)
         if leader:
-            entry = active.read(plan, call.request, count=False)  # an identical call may have just landed
-            if entry is not None:
-                flight.land(None)
-                return _hit(call, entry.data)
-            return _fetch(call, flight)
+            return _lead(call, flight, deadline)
+        if flight.led_by_caller():  # the leader's stream is still unread here: waiting could only time out
+            return _fetch(call, None)
         result = flight.wait(_remaining(deadline))
         if result is not None:  # None: the leader failed, try again (perhaps as the next leader)
             active.record("coalesced")
             return _hit(call, orjson.loads(result))
+
+
+class _Landing:
+    """A flight that also holds a cross-process lock: landing it releases the lock."""
+
+    __slots__ = ("flight", "key", "locks", "token")
+
+    def __init__(self, flight: Any, locks: Any, key: str, token: str) -> None:
+        self.flight, self.locks, self.key, self.token = flight, locks, key, token
+
+    def land(self, result: bytes | None) -> None:
+        self.flight.land(result)
+        try:
+            self.locks.unlock(self.key, self.token)
+        except Exception:  # the lock expires by itself
+            logger.debug("llmstash: could not release the single-flight lock for key hash %s", digest(self.key))
+
+
+class _AsyncLanding(_Landing):
+    """The async twin: ``land`` hands the answer over; ``release`` (awaited) frees the lock."""
+
+    __slots__ = ()
+
+    def land(self, result: bytes | None) -> None:
+        self.flight.land(result)
+
+    async def release(self) -> None:
+        try:
+            await self.locks.aunlock(self.key, self.token)
+        except Exception:
+            logger.debug("llmstash: could not release the single-flight lock for key hash %s", digest(self.key))
+
+
+async def _aland(flight: TaskFlight | _AsyncLanding | None, result: bytes | None) -> None:
+    if flight is not None:
+        flight.land(result)
+        if isinstance(flight, _AsyncLanding):
+            await flight.release()
+
+
+def _lock_seconds(deadline: float) -> float:
+    return max(1.0, min(LOCK_SECONDS, _remaining(deadline)))
+
+
+def _lead(call: Call, flight: Flight, deadline: float) -> Any:
+    """Lead the flight: with a shared backend, first hold the key's lock across processes (or
+    wait while another process holds it), then look once more for the answer, then fetch it."""
+    active, plan = call.cache, call.plan
+    assert active is not None and plan is not None
+    holder: Flight | _Landing = flight
+    try:
+        if active.locks is not None:
+            holder = _hold_lock(call, flight, deadline)
+        entry = active.read(plan, call.request, count=False)  # an identical call may have just stored it
+    except BaseException:
+        holder.land(None)  # never leave waiters waiting for a leader that gave up
+        raise
+    if entry is None:
+        return _fetch(call, holder)
+    holder.land(orjson.dumps(entry.data))
+    active.record("coalesced")
+    return _hit(call, entry.data)
+
+
+def _hold_lock(call: Call, flight: Flight, deadline: float) -> Flight | _Landing:
+    """The flight holding the key's cross-process lock, or the bare flight once another process
+    has stored the answer or when the lock backend fails (then: this process only)."""
+    active, plan = call.cache, call.plan
+    assert active is not None and plan is not None and active.locks is not None
+    locks = active.locks
+    try:
+        while True:
+            token = locks.try_lock(plan.key, _lock_seconds(deadline))
+            if token is not None:
+                return _Landing(flight, locks, plan.key, token)
+            while locks.locked(plan.key):  # another process is fetching this answer
+                if _remaining(deadline) <= 0:
+                    raise waited_too_long(_upstream.timeout(call.request))
+                time.sleep(POLL_SECONDS)
+                if active.read(plan, call.request, count=False) is not None:
+                    return flight
+    except CacheBackendError:
+        return flight
 
 
 def _hit(call: Call, data: dict[str, Any]) -> Any:
@@ -125,7 +216,7 @@ def _hit(call: Call, data: dict[str, Any]) -> Any:
     return answer
 
 
-def _fetch(call: Call, flight: Flight | None) -> Any:
+def _fetch(call: Call, flight: Flight | _Landing | None) -> Any:
     if call.request.stream:
         return _open_stream(call, flight)
     result = None
@@ -145,13 +236,14 @@ def _fetch(call: Call, flight: Flight | None) -> Any:
     return answer
 
 
-def _open_stream(call: Call, flight: Flight | None) -> ResponseStream:
+def _open_stream(call: Call, flight: Flight | _Landing | None) -> ResponseStream:
     try:
         chunks = _upstream.open_stream(call.request, usage=call.stores)
-    except Exception as exc:
+    except BaseException as exc:  # KeyboardInterrupt too: the waiters must not wait for nothing
         if flight is not None:
             flight.land(None)
-        call.events.sync(None, False, exc)
+        if isinstance(exc, Exception):
+            call.events.sync(None, False, exc)
         raise
 
     def finish(data: dict[str, Any] | None, error: BaseException | None) -> None:
@@ -189,15 +281,52 @@ async def arun(call_type: str, kwargs: dict[str, Any], cache: Any = ACTIVE, cach
             return await _ahit(call, entry.data)
         flight, leader = active.task_flights.join(plan.key)
         if leader:
-            entry = await active.aread(plan, call.request, count=False)
-            if entry is not None:
-                flight.land(None)
-                return await _ahit(call, entry.data)
-            return await _afetch(call, flight)
+            return await _alead(call, flight, deadline)
+        if flight.led_by_caller():
+            return await _afetch(call, None)
         result = await flight.wait(_remaining(deadline))
         if result is not None:
             active.record("coalesced")
             return await _ahit(call, orjson.loads(result))
+
+
+async def _alead(call: Call, flight: TaskFlight, deadline: float) -> Any:
+    """The async twin of :func:`_lead`."""
+    active, plan = call.cache, call.plan
+    assert active is not None and plan is not None
+    holder: TaskFlight | _AsyncLanding = flight
+    try:
+        if active.locks is not None:
+            holder = await _ahold_lock(call, flight, deadline)
+        entry = await active.aread(plan, call.request, count=False)
+    except BaseException:
+        await _aland(holder, None)
+        raise
+    if entry is None:
+        return await _afetch(call, holder)
+    await _aland(holder, orjson.dumps(entry.data))
+    active.record("coalesced")
+    return await _ahit(call, entry.data)
+
+
+async def _ahold_lock(call: Call, flight: TaskFlight, deadline: float) -> TaskFlight | _AsyncLanding:
+    """The async twin of :func:`_hold_lock`."""
+    active, plan = call.cache, call.plan
+    assert active is not None and plan is not None and active.locks is not None
+    locks = active.locks
+    try:
+        while True:
+            token = await locks.atry_lock(plan.key, _lock_seconds(deadline))
+            if token is not None:
+                return _AsyncLanding(flight, locks, plan.key, token)
+            while await locks.alocked(plan.key):
+                if _remaining(deadline) <= 0:
+                    raise waited_too_long(_upstream.timeout(call.request))
+                await asyncio.sleep(POLL_SECONDS)
+                if await active.aread(plan, call.request, count=False) is not None:
+                    return flight
+    except CacheBackendError:
+        return flight
 
 
 async def _ahit(call: Call, data: dict[str, Any]) -> Any:
@@ -208,7 +337,7 @@ async def _ahit(call: Call, data: dict[str, Any]) -> Any:
     return answer
 
 
-async def _afetch(call: Call, flight: TaskFlight | None) -> Any:
+async def _afetch(call: Call, flight: TaskFlight | _AsyncLanding | None) -> Any:
     if call.request.stream:
         return await _aopen_stream(call, flight)
     result = None
@@ -222,19 +351,18 @@ async def _afetch(call: Call, flight: TaskFlight | None) -> Any:
         await call.events.asynchronous(None, False, exc)
         raise
     finally:
-        if flight is not None:
-            flight.land(result)
+        await _aland(flight, result)
     await call.events.asynchronous(answer, False)
     return answer
 
 
-async def _aopen_stream(call: Call, flight: TaskFlight | None) -> AsyncResponseStream:
+async def _aopen_stream(call: Call, flight: TaskFlight | _AsyncLanding | None) -> AsyncResponseStream:
     try:
         chunks = await _upstream.aopen_stream(call.request, usage=call.stores)
-    except Exception as exc:
-        if flight is not None:
-            flight.land(None)
-        await call.events.asynchronous(None, False, exc)
+    except BaseException as exc:  # a cancelled task too: the waiters must not wait for nothing
+        await _aland(flight, None)
+        if isinstance(exc, Exception):
+            await call.events.asynchronous(None, False, exc)
         raise
 
     async def finish(data: dict[str, Any] | None, error: BaseException | None) -> None:
@@ -248,9 +376,8 @@ async def _aopen_stream(call: Call, flight: TaskFlight | None) -> AsyncResponseS
             elif error is not None:
                 await call.events.asynchronous(None, False, error)
         finally:
-            if flight is not None:
-                flight.land(result)
+            await _aland(flight, result)
 
     family = call.request.family
-    chunks_out = acapture(chunks, family, _shows_usage(call.request), finish)
+    chunks_out = await acapture(chunks, family, _shows_usage(call.request), finish)
     return AsyncResponseStream(chunks_out, family, hidden_params(call, False))

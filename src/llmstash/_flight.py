@@ -21,25 +21,30 @@ if TYPE_CHECKING:
     import asyncio
 
 
-def _waited_too_long(seconds: float) -> Timeout:
+def waited_too_long(seconds: float) -> Timeout:
     return Timeout(f"waited {seconds:.1f} s for an identical request already in flight (the call's timeout)")
 
 
 class Flight:
     """One in-flight upstream call that identical requests wait for (threads)."""
 
-    __slots__ = ("_done", "_owner", "key", "result")
+    __slots__ = ("_done", "_leader", "_owner", "key", "result")
 
     def __init__(self, owner: ThreadFlights, key: str) -> None:
         self._owner = owner
         self.key = key
         self.result: bytes | None = None
         self._done = threading.Event()
+        self._leader = threading.get_ident()
+
+    def led_by_caller(self) -> bool:
+        """Whether the calling thread leads this flight (it holds the leader's unread stream)."""
+        return self._leader == threading.get_ident()
 
     def wait(self, timeout: float) -> bytes | None:
         """The leader's answer, or None when the leader failed. Raises Timeout past ``timeout``."""
         if not self._done.wait(max(0.0, timeout)):
-            raise _waited_too_long(timeout)
+            raise waited_too_long(timeout)
         return self.result
 
     def land(self, result: bytes | None) -> None:
@@ -72,12 +77,21 @@ class ThreadFlights:
 class TaskFlight:
     """One in-flight upstream call that identical requests wait for (asyncio tasks)."""
 
-    __slots__ = ("_future", "_owner", "key")
+    __slots__ = ("_future", "_leader", "_owner", "key")
 
     def __init__(self, owner: TaskFlights, key: str, future: asyncio.Future[bytes | None]) -> None:
+        import asyncio
+
         self._owner = owner
         self.key = key
         self._future = future
+        self._leader = asyncio.current_task()
+
+    def led_by_caller(self) -> bool:
+        """Whether the calling task leads this flight (it holds the leader's unread stream)."""
+        import asyncio
+
+        return asyncio.current_task() is self._leader
 
     async def wait(self, timeout: float) -> bytes | None:
         import asyncio
@@ -85,7 +99,7 @@ class TaskFlight:
         try:
             return await asyncio.wait_for(asyncio.shield(self._future), max(0.0, timeout))
         except TimeoutError:
-            raise _waited_too_long(timeout) from None
+            raise waited_too_long(timeout) from None
 
     def land(self, result: bytes | None) -> None:
         self._owner.close(self)

@@ -8,6 +8,7 @@ the stored answer. Both kinds, and every chunk, carry ``_hidden_params["cache_hi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -93,9 +94,16 @@ def _hidden(chunk: dict[str, Any], show_usage: bool) -> bool:
 
 def capture(chunks: Iterator[dict[str, Any]], family: str, show_usage: bool, finish: Finish) -> Iterator[dict[str, Any]]:
     """Pass ``chunks`` on, then call ``finish(answer or None, error or None)`` exactly once."""
+    captured = _capture(chunks, family, show_usage, finish)
+    next(captured)  # into the try block: closing or dropping it before its first chunk still finishes
+    return captured
+
+
+def _capture(chunks: Iterator[dict[str, Any]], family: str, show_usage: bool, finish: Finish) -> Iterator[dict[str, Any]]:
     collected: list[dict[str, Any]] = []
     answer = error = None
     try:
+        yield {}  # the priming stop, consumed by capture()
         for chunk in chunks:
             collected.append(chunk)
             if not _hidden(chunk, show_usage):
@@ -117,9 +125,18 @@ async def acapture(
     chunks: AsyncIterator[dict[str, Any]], family: str, show_usage: bool, finish: AsyncFinish
 ) -> AsyncIterator[dict[str, Any]]:
     """The async twin of :func:`capture`."""
+    captured = _acapture(chunks, family, show_usage, finish)
+    await captured.__anext__()  # see capture()
+    return captured
+
+
+async def _acapture(
+    chunks: AsyncIterator[dict[str, Any]], family: str, show_usage: bool, finish: AsyncFinish
+) -> AsyncIterator[dict[str, Any]]:
     collected: list[dict[str, Any]] = []
     answer = error = None
     try:
+        yield {}  # the priming stop, consumed by acapture()
         async for chunk in chunks:
             collected.append(chunk)
             if not _hidden(chunk, show_usage):
@@ -133,7 +150,8 @@ async def acapture(
     finally:
         close = getattr(chunks, "aclose", None)
         if close is not None:
-            await close()
+            with contextlib.suppress(RuntimeError):  # already being closed: the event loop is shutting down
+                await close()
         await finish(answer, error)
 
 

@@ -12,17 +12,22 @@ from typing import Any
 from llmstash.exceptions import ConfigurationError
 
 
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def split_input(payload: Any) -> list[Any]:
     """The items of an embedding ``input``: a string, a token array, or a list of either."""
-    if isinstance(payload, str):
+    if isinstance(payload, str) and payload:
         return [payload]
     if isinstance(payload, list) and payload:
-        if all(isinstance(x, int) and not isinstance(x, bool) for x in payload):
+        if all(_is_token(x) for x in payload):
             return [payload]  # one input given as token ids
-        if all(isinstance(x, str) or (isinstance(x, list) and all(isinstance(t, int) for t in x)) for x in payload):
+        if all((isinstance(x, str) and x) or (isinstance(x, list) and x and all(_is_token(t) for t in x)) for x in payload):
             return list(payload)
     raise ConfigurationError(
-        "input must be a non-empty string, a list of strings, a list of token ids, or a list of token-id lists"
+        "input must be a non-empty string, a list of non-empty strings, a list of token ids, or a list of "
+        "non-empty token-id lists"
     )
 
 

@@ -95,7 +95,8 @@ def replay(family: str, response: dict[str, Any], include_usage: bool) -> Iterat
             yield chunk({"index": index, "text": "", "logprobs": None, "finish_reason": choice.get("finish_reason")})
             continue
         message = choice.get("message") or {}
-        yield chunk({"index": index, "delta": {"role": message.get("role", "assistant"), "content": ""}, "finish_reason": None})
+        first = {"role": message.get("role", "assistant"), "content": None if message.get("content") is None else ""}
+        yield chunk({"index": index, "delta": first, "finish_reason": None})
         if message.get("content"):
             for piece in pieces(message["content"]):
                 yield chunk({"index": index, "delta": {"content": piece}, "finish_reason": None})

@@ -14,10 +14,11 @@ from llmstash.exceptions import ConfigurationError
 REGISTRY: dict[str, str] = {
     "local": "llmstash.backends.memory:MemoryStorage",
     "disk": "llmstash.backends.disk:DiskStorage",
+    "redis": "llmstash.backends.redis:RedisStorage",
 }
 """``type=`` name → ``module:Class`` of the backend."""
 
-PLANNED = ("redis", "s3", "gcs", "azure-blob", "azure_blob", "semantic", "redis-semantic", "qdrant-semantic", "dual-semantic")
+PLANNED = ("s3", "gcs", "azure-blob", "azure_blob", "semantic", "redis-semantic", "qdrant-semantic", "dual-semantic")
 """Types of the LiteLLM dialect that this release does not provide yet."""
 
 

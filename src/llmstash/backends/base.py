@@ -49,8 +49,8 @@ class Storage:
     def delete(self, key: str) -> None:
         raise NotImplementedError
 
-    def clear(self) -> None:
-        """Remove every entry this backend holds."""
+    def clear(self, prefix: str = "") -> None:
+        """Remove every entry whose key starts with ``prefix`` (all entries by default)."""
         raise NotImplementedError
 
     def close(self) -> None:

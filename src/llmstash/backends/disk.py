@@ -81,8 +81,14 @@ class DiskStorage(Storage):
     def delete(self, key: str) -> None:
         self._cache().delete(key, retry=True)
 
-    def clear(self) -> None:
-        self._cache().clear(retry=True)
+    def clear(self, prefix: str = "") -> None:
+        db = self._cache()
+        if not prefix:
+            db.clear(retry=True)
+            return
+        for key in list(db.iterkeys()):
+            if isinstance(key, str) and key.startswith(prefix):
+                db.delete(key, retry=True)
 
     def close(self) -> None:
         with self._open_lock:

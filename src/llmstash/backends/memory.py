@@ -93,10 +93,14 @@ class MemoryStorage(Storage):
             if key in self._entries:
                 self._remove(key)
 
-    def clear(self) -> None:
+    def clear(self, prefix: str = "") -> None:
         with self._lock:
-            self._entries.clear()
-            self._bytes = 0
+            if not prefix:
+                self._entries.clear()
+                self._bytes = 0
+                return
+            for key in [k for k in self._entries if k.startswith(prefix)]:
+                self._remove(key)
 
     def keys(self) -> list[str]:
         """Keys from least to most recently used (for inspection and tests)."""

@@ -30,7 +30,8 @@ from llmstash._flight import TaskFlights, ThreadFlights
 from llmstash._request import Request, build_request
 from llmstash.backends import storage_class
 from llmstash.backends.base import Storage
-from llmstash.exceptions import ConfigurationError, CorruptEntryError
+from llmstash.backends.tiered import TieredStorage
+from llmstash.exceptions import CacheBackendError, ConfigurationError, CorruptEntryError
 from llmstash.types import RESPONSE_KINDS, OpenAIObject, kind_of
 
 logger = logging.getLogger("llmstash")
@@ -83,7 +84,7 @@ class Cache:
     """A response cache; assign it to ``llmstash.cache`` to cache every supported call.
 
     Args:
-        type: the backend: ``"local"`` (in-process LRU, the default) or ``"disk"``.
+        type: the backend: ``"local"`` (in-process LRU, the default), ``"disk"`` or ``"redis"``.
         mode: ``CacheMode.default_on`` (calls use the cache unless told not to) or
             ``CacheMode.default_off`` (only calls with ``caching=True`` or
             ``cache={"use-cache": True}`` use it).
@@ -92,11 +93,17 @@ class Cache:
         default_in_memory_ttl: the default TTL of a ``local`` cache when ``ttl`` is not given.
         supported_call_types: which calls are cached (default: all of them).
         max_item_bytes: an answer whose entry exceeds this many bytes is not stored (default 8 MiB).
+        local_tier_ttl: for shared backends, keep entries read or written here in process memory
+            for this many seconds too (faster hits; another process's change to an entry may be
+            seen up to this many seconds late).
         clock: the time source for TTL and ``s-maxage`` (tests inject a fake one).
         **kwargs: backend parameters: ``max_size_in_memory`` (entries, default 100,000) and
             ``max_memory_bytes`` (default 256 MiB) for ``local``; ``disk_cache_dir``
             (default ``.llmstash_cache``), ``max_disk_bytes`` (default 1 GiB) and
-            ``disk_timeout`` (SQLite lock wait, default 1 s) for ``disk``.
+            ``disk_timeout`` (SQLite lock wait, default 1 s) for ``disk``; ``host``, ``port``,
+            ``password``, ``username``, ``db``, ``ssl``, ``url``, ``redis_flush_size``,
+            ``redis_startup_nodes`` (Redis Cluster) and any ``redis.Redis()`` keyword for
+            ``redis`` (see ``llmstash.backends.redis``).
     """
 
     def __init__(
@@ -112,6 +119,7 @@ class Cache:
         default_in_redis_ttl: float | None = None,
         supported_call_types: list[str] | None = None,
         max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
+        local_tier_ttl: float | None = None,
         clock: Callable[[], float] = time.time,
         **kwargs: Any,
     ) -> None:
@@ -141,7 +149,17 @@ class Cache:
 
         options = {"host": host, "port": port, "password": password, **kwargs}
         options = {name: value for name, value in options.items() if value is not None}
-        self.storage: Storage = storage_cls.from_options(options, clock)
+        shared = storage_cls.from_options(options, clock)
+        self.locks: Any = shared if getattr(shared, "supports_locks", False) else None
+        """The backend that holds cross-process single-flight locks (None: this process only)."""
+        self.storage: Storage = shared
+        if local_tier_ttl is not None:
+            seconds = check_seconds("local_tier_ttl", local_tier_ttl)
+            if type == "local" or not seconds:
+                raise ConfigurationError(
+                    "local_tier_ttl must be > 0 and applies to shared backends (disk, redis), not type='local'"
+                )
+            self.storage = TieredStorage(shared, seconds)
         self._counters = _Counters()
         self.thread_flights = ThreadFlights()
         self.task_flights = TaskFlights()
@@ -187,13 +205,15 @@ class Cache:
         self._counters.add("errors")
         if operation == "read":
             self._counters.add("misses")  # the call goes upstream, as on any miss
+        # our own backend errors carry a short, secret-free reason ("redis AuthenticationError")
+        reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, CacheBackendError) else type(exc).__name__
         self._log_once(
             (operation, type(exc).__name__),
             "llmstash: %s cache %s failed for key hash %s (%s); the call goes on without the cache",
             self.type,
             operation,
             digest(key),
-            type(exc).__name__,
+            reason,
         )
 
     def _accept(self, key: str, raw: bytes | None, max_age: float | None) -> tuple[Entry | None, bool]:
@@ -450,8 +470,9 @@ class Cache:
         self.storage.delete(cache_key)
 
     def flush_cache(self) -> None:
-        """Remove every entry of this cache's backend."""
-        self.storage.clear()
+        """Remove this cache's entries: those in its namespace, or all of the backend's entries
+        when it has no namespace. Raises CacheBackendError when the backend cannot do it."""
+        self.storage.clear(f"{self.namespace}:" if self.namespace else "")
 
     def record(self, counter: str) -> None:
         """Add one to a counter of :meth:`stats` (the call layer records ``coalesced`` waits)."""

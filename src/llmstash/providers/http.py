@@ -185,6 +185,7 @@ def stream(
 
     def chunks() -> Iterator[dict[str, Any]]:
         try:
+            yield {}  # the priming stop: from here on, closing or dropping it closes the response
             for line in response.iter_lines():
                 chunk = _sse_chunk(line)
                 if chunk is not None:
@@ -194,7 +195,9 @@ def stream(
         finally:
             response.close()
 
-    return chunks()
+    primed = chunks()
+    next(primed)
+    return primed
 
 
 async def astream(
@@ -217,6 +220,7 @@ async def astream(
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
         try:
+            yield {}  # the priming stop (see stream)
             async for line in response.aiter_lines():
                 chunk = _sse_chunk(line)
                 if chunk is not None:
@@ -226,7 +230,9 @@ async def astream(
         finally:
             await response.aclose()
 
-    return chunks()
+    primed = chunks()
+    await primed.__anext__()
+    return primed
 
 
 def _transcription(route: Route, response: httpx.Response) -> dict[str, Any]:

