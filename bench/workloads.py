@@ -32,6 +32,7 @@ from common import (
     workload,
 )
 from llmstash.caching import Cache
+from llmstash.testing.servers import ValkeyServer
 from llmstash.testing.upstream import MockUpstream, reply_text, vector_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -482,3 +483,70 @@ def stream_hit() -> Measurement:
         f"streamed as {len(live)} chunks); p50 over all {HIT_BLOCKS * STREAM_CALLS:,} replays {pooled:.1f} µs"
     )
     return Measurement(p50, p99, "µs", target=None, notes=notes)
+
+
+# ----- Redis ------------------------------------------------------------------------------------
+
+REDIS_BLOCKS = 5  # alternating blocks of llmstash hits and raw GETs
+REDIS_CALLS = 1_000
+REDIS_RATIO_TARGET = 1.3
+
+
+def _redis_hit(cache_kwargs: dict[str, Any]) -> tuple[list[list[int]], list[list[int]], str]:
+    """Alternating blocks: llmstash Redis hits, and the floor (raw redis-py GET of the same bytes
+    plus decoding them). Returns (hit blocks, floor blocks, note)."""
+    import redis
+
+    with tempfile.TemporaryDirectory(prefix="llmstash-bench-redis-") as workdir:
+        server = ValkeyServer(Path(workdir)).start()
+        try:
+            cache = Cache(type="redis", url=server.url, **cache_kwargs)
+            with local_upstream() as upstream, active_cache(cache):
+                kwargs: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "api_base": upstream.base_url}
+                first = llmstash.completion(**kwargs)
+                key = first._hidden_params["cache_key"]
+                raw_client = redis.Redis(host="127.0.0.1", port=server.port)
+                stored = raw_client.get("llmstash:" + key)
+                check(stored is not None, "the answer was not stored in Redis")
+
+                def hit() -> object:
+                    return llmstash.completion(**kwargs)
+
+                def floor() -> object:
+                    return orjson.loads(raw_client.get("llmstash:" + key)[3:])  # type: ignore[index]
+
+                time_calls(hit, HIT_WARMUP)
+                time_calls(floor, HIT_WARMUP)
+                hits, floors = [], []
+                for _ in range(REDIS_BLOCKS):
+                    hits.append(time_calls(hit, REDIS_CALLS))
+                    floors.append(time_calls(floor, REDIS_CALLS))
+                last = llmstash.completion(**kwargs)
+                check(last._hidden_params["cache_hit"] and last.id == first.id, "the calls were not answered from Redis")
+                check(upstream.call_count() == 1, f"the upstream got {upstream.call_count()} calls; only the first should")
+                check(cache.stats()["errors"] == 0, f"the cache reported errors: {cache.stats()}")
+            cache.close()
+        finally:
+            server.stop()
+    note = f"{len(stored)} stored bytes; {REDIS_BLOCKS} alternating blocks of {REDIS_CALLS:,} calls each"
+    return hits, floors, note
+
+
+@workload("redis-hit")
+def redis_hit() -> Measurement:
+    """`llmstash.completion(...)` answered from Redis (valkey-server on 127.0.0.1); target: p50 ≤ 1.3 times
+    the floor, a raw redis-py GET of the same bytes plus decoding them, measured in alternating blocks."""
+    hits, floors, note = _redis_hit({})
+    p50, p99 = p50_p99_us(quietest(hits))
+    floor_p50, _ = p50_p99_us(quietest(floors))
+    notes = f"floor (raw GET + decode) p50 {floor_p50:.1f} µs; ratio {p50 / floor_p50:.2f}x; {note}"
+    return Measurement(p50, p99, "µs", target=round(REDIS_RATIO_TARGET * floor_p50, 1), notes=notes)
+
+
+@workload("redis-local-tier-hit")
+def redis_local_tier_hit() -> Measurement:
+    """`llmstash.completion(...)` with `Cache(type="redis", local_tier_ttl=60)`: hits served from the
+    in-process tier in front of Redis."""
+    hits, _, note = _redis_hit({"local_tier_ttl": 60})
+    p50, p99 = p50_p99_us(quietest(hits))
+    return Measurement(p50, p99, "µs", notes=note)

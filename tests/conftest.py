@@ -9,7 +9,7 @@ import pytest
 
 import llmstash
 from llmstash.testing import MockUpstream
-from tests.servers import ValkeyCluster, ValkeyServer
+from llmstash.testing.servers import ValkeyCluster, ValkeyServer
 
 # Nothing in the tests may leave this machine: an unconfigured call goes to a closed local port.
 for _name in (

@@ -27,7 +27,7 @@ import llmstash as litellm
 from llmstash import acompletion, aembedding, completion, embedding
 from llmstash.caching import Cache
 from llmstash.testing import MockUpstream
-from tests.servers import ValkeyCluster, ValkeyServer, free_port
+from llmstash.testing.servers import ValkeyCluster, ValkeyServer, free_port
 
 PASSWORD = "s3cret-pass"
 JOKE = [{"role": "user", "content": "Tell me a joke."}]

@@ -25,14 +25,14 @@ NO_USAGE = {"prompt_tokens": 0, "total_tokens": 0}
 
 def _keys(call: Call, items: list[Any]) -> list[str]:
     assert call.cache is not None
-    namespaces = (call.cache.namespace, call.request.controls.namespace)
-    return [with_namespace(call.request.item_key(item), *namespaces) for item in items]
+    prefix = with_namespace("", call.cache.namespace, call.request.controls.namespace)
+    return [prefix + key for key in call.request.item_keys(items)]
 
 
 def _answer(
     call: Call, keys: list[str], entries: list[Entry | None], fresh: dict[str, dict[str, Any]], body: dict[str, Any] | None
 ) -> EmbeddingResponse:
-    found = [entry.data if entry is not None else None for entry in entries]
+    found = [entry.data if entry is not None and isinstance(entry.data, dict) else None for entry in entries]
     cached_model = next((item.get("model") for item in found if item is not None and item.get("model")), None)
     answer = EmbeddingResponse(
         {

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmstash._core.audio import audio_digest, read_upload
-from llmstash._core.keys import request_key
+from llmstash._core.keys import item_keys, request_key
 from llmstash._core.policy import Controls, parse_controls
 from llmstash.exceptions import ConfigurationError
 from llmstash.providers.routing import Route, resolve
@@ -49,14 +49,17 @@ class Request:
         """The request's hex SHA-256 key, without namespace."""
         return self._key(self.family, self.payload)
 
-    def item_key(self, item: Any) -> str:
-        """The key of one input item of an embedding batch, without namespace."""
-        return self._key("embedding-item", item)
+    def item_keys(self, items: list[Any]) -> list[str]:
+        """The keys of the input items of an embedding batch, without namespace."""
+        return item_keys("embedding-item", *self._model_and_endpoint(), self.params, items)
+
+    def _model_and_endpoint(self) -> tuple[str, str | None]:
+        if self.caching_group is not None:  # models of a group share entries, across endpoints
+            return f"group/{self.caching_group}", None
+        return self.route.model_id, self.route.endpoint
 
     def _key(self, family: str, payload: Any) -> str:
-        if self.caching_group is not None:  # models of a group share entries, across endpoints
-            return request_key(family, f"group/{self.caching_group}", None, payload, self.params)
-        return request_key(family, self.route.model_id, self.route.endpoint, payload, self.params)
+        return request_key(family, *self._model_and_endpoint(), payload, self.params)
 
 
 def _family_from_kwargs(kwargs: dict[str, Any]) -> str:

@@ -112,12 +112,18 @@ def canonical_bytes(document: Any) -> bytes:
         return json.dumps(document, default=_encode_other, sort_keys=True).encode()
 
 
-def request_key(family: str, model: str, endpoint: str | None, payload: Any, params: dict[str, Any]) -> str:
-    """The hex SHA-256 key of a request (without namespace)."""
+def _keyed(params: dict[str, Any]) -> dict[str, Any]:
+    """The keyed parameters, normalized."""
     options = {name: _normalize(value) for name, value in params.items() if is_keyed(name)}
     extra_body = options.get("extra_body")
     if isinstance(extra_body, dict):  # its top-level names are parameters too
         options["extra_body"] = {name: value for name, value in extra_body.items() if is_keyed(name)}
+    return options
+
+
+def request_key(family: str, model: str, endpoint: str | None, payload: Any, params: dict[str, Any]) -> str:
+    """The hex SHA-256 key of a request (without namespace)."""
+    options = _keyed(params)
     document = {"family": family, "model": model, "endpoint": endpoint, "payload": payload, "params": options}
     try:
         return hashlib.sha256(canonical_bytes(document)).hexdigest()
@@ -136,6 +142,19 @@ def _unkeyable(payload: Any, options: dict[str, Any]) -> ConfigurationError:
                 "(str, int, float, bool, None, lists and dicts of them)"
             )
     return ConfigurationError("the request holds a value llmstash cannot key")
+
+
+def item_keys(family: str, model: str, endpoint: str | None, params: dict[str, Any], items: list[Any]) -> list[str]:
+    """Hex SHA-256 keys of the items of a batch that share everything else: the shared part is
+    hashed once, then each item is added to a copy of that hash."""
+    shared = hashlib.sha256(canonical_bytes({"family": family, "model": model, "endpoint": endpoint, "params": _keyed(params)}))
+    keys = []
+    for item in items:
+        digest = shared.copy()
+        digest.update(b"\x00")
+        digest.update(canonical_bytes(item))
+        keys.append(digest.hexdigest())
+    return keys
 
 
 def with_namespace(key: str, *namespaces: str | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from llmstash.backends.base import Clock, Storage
 from llmstash.exceptions import ConfigurationError
@@ -83,6 +84,20 @@ class MemoryStorage(Storage):
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 oldest = next(iter(self._entries))
                 self._remove(oldest)
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        now = self._clock()
+        found: list[bytes | None] = []
+        with self._lock:
+            for key in keys:
+                item = self._entries.get(key)
+                if item is not None and item[1] is not None and now >= item[1]:
+                    self._remove(key)
+                    item = None
+                if item is not None:
+                    self._entries.move_to_end(key)
+                found.append(item[0] if item is not None else None)
+        return found
 
     def _remove(self, key: str) -> None:
         value, _ = self._entries.pop(key)

@@ -60,9 +60,9 @@ class _Counters:
         self._lock = threading.Lock()
         self.values = dict.fromkeys(("hits", "misses", "writes", "errors", "corrupt", "oversized", "coalesced"), 0)
 
-    def add(self, name: str) -> None:
+    def add(self, name: str, count: int = 1) -> None:
         with self._lock:
-            self.values[name] += 1
+            self.values[name] += count
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -355,7 +355,10 @@ class Cache:
             entry, drop = self._accept(key, raw, max_age)
             if drop:
                 dropped.append(key)
-            entries.append(self._count_read(entry, "embedding-item"))
+            entries.append(self._count_read(entry, "embedding-item", count=False))
+        hits = sum(entry is not None for entry in entries)
+        self._counters.add("hits", hits)
+        self._counters.add("misses", len(entries) - hits)
         return entries, dropped
 
     def read_items(self, keys: list[str], max_age: float | None) -> list[Entry | None]:

