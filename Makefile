@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench bench-litellm-venv lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,29 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## make bench [ONLY=name]: benchmarks, printed as a table and written to BENCHMARKS.md
+# LiteLLM, measured beside llmstash by `make bench`, lives in a venv of its own (never in $(VENV)).
+# Pinned: bump deliberately, after checking the release (LiteLLM's PyPI releases have been hijacked
+# before). 1.106.2 is what `pip install litellm` resolves to here. Its cache-hit path imports parts
+# of litellm.proxy, which need fastapi, orjson and soundfile; redis is for Cache(type="redis").
+LITELLM_VENV ?= .venv-litellm
+LITELLM_SPEC ?= 'litellm==1.106.2' 'redis>=5.0' fastapi orjson soundfile
+
+$(LITELLM_VENV)/.installed:
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	echo '*' > $(LITELLM_VENV)/.gitignore
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(LITELLM_SPEC)
+	touch $@
+
+## make bench-litellm-venv: (re)create the LiteLLM venv that `make bench` compares against
+bench-litellm-venv:
+	rm -rf $(LITELLM_VENV)
+	$(MAKE) $(LITELLM_VENV)/.installed
+
+## make bench [ONLY=name]: benchmarks (llmstash beside LiteLLM), printed as a table and written to BENCHMARKS.md
+## (the LiteLLM venv is created on first use; if that fails the LiteLLM columns read n/a)
 bench: $(VENV)/.test-installed
-	$(BIN)/python bench/run.py $(if $(ONLY),--only $(ONLY),)
+	-$(MAKE) $(LITELLM_VENV)/.installed
+	$(BIN)/python bench/run.py --litellm-python $(LITELLM_VENV)/bin/python $(if $(ONLY),--only $(ONLY),)
 
 ## make lint: ruff (lint + format check) and mypy on the package
 lint: $(VENV)/.test-installed
@@ -36,4 +56,4 @@ lint: $(VENV)/.test-installed
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .llmstash_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LITELLM_VENV) .llmstash_cache .mypy_cache .ruff_cache

@@ -17,6 +17,20 @@ from llmstash.testing.upstream import MockUpstream
 
 
 @dataclass(frozen=True)
+class TwinResult:
+    """LiteLLM's figures for a workload (bench/twin.py), or why there are none: ``status`` is
+    "ok", "n/a" (LiteLLM is not installed or does not import) or "error" (it ran, but failed or
+    did not do what the workload measures)."""
+
+    status: str
+    p50: float | None = None
+    p99: float | None = None
+    unit: str = ""
+    digits: int = 1
+    notes: str = ""
+
+
+@dataclass(frozen=True)
 class Measurement:
     """What one workload measured. Numbers are in ``unit``; ``target`` bounds ``p50``, or ``worst``
     when it is given (count workloads, where every round must meet the target)."""
@@ -29,6 +43,8 @@ class Measurement:
     worst: float | None = None
     digits: int = 1
     """Decimals shown in the table (0 for counts)."""
+    litellm: TwinResult | None = None
+    """LiteLLM's figures for the same workload, measured in the same run (workloads with a twin)."""
 
     @property
     def verdict(self) -> str:
@@ -43,20 +59,23 @@ class Workload:
     name: str
     run: Callable[[], Measurement]
     description: str
+    twin: bool = False
+    """Whether the workload also measures LiteLLM (bench/litellm_runner.py)."""
 
 
 WORKLOADS: dict[str, Workload] = {}
 """Every workload by name, in the order the table shows them."""
 
 
-def workload(name: str) -> Callable[[Callable[[], Measurement]], Callable[[], Measurement]]:
-    """Register a function as the workload ``name``; its docstring's first line describes it."""
+def workload(name: str, twin: bool = False) -> Callable[[Callable[[], Measurement]], Callable[[], Measurement]]:
+    """Register a function as the workload ``name``; its docstring's first line describes it.
+    ``twin``: it also measures LiteLLM, in ``Measurement.litellm``."""
 
     def register(fn: Callable[[], Measurement]) -> Callable[[], Measurement]:
         if name in WORKLOADS:
             raise ValueError(f"workload {name!r} is registered twice")
         description = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        WORKLOADS[name] = Workload(name, fn, description)
+        WORKLOADS[name] = Workload(name, fn, description, twin)
         return fn
 
     return register

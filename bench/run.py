@@ -2,8 +2,11 @@
 
     .venv/bin/python bench/run.py                     # everything; rewrites BENCHMARKS.md
     .venv/bin/python bench/run.py --only sync-hit     # just the named workloads (comma-separated)
+    .venv/bin/python bench/run.py --no-litellm        # without LiteLLM's columns
 
-Workloads live in bench/workloads.py, registered by name with ``@workload``.
+Workloads live in bench/workloads.py, registered by name with ``@workload``. Those registered with
+``twin=True`` also measure LiteLLM (bench/litellm_runner.py, in LiteLLM's own venv, driven by
+bench/twin.py) in the same run, block by block between llmstash's.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+import twin
 import workloads  # noqa: F401  (registers the workloads)
-from common import WORKLOADS, BenchError, Measurement
+from common import WORKLOADS, BenchError, Measurement, TwinResult
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "BENCHMARKS.md"
-HEADERS = ("workload", "p50", "p99", "target", "result")
+HEADERS = ("workload", "p50", "p99", "target", "result", "LiteLLM p50", "LiteLLM p99", "ratio")
+ALIGNS = ("<", ">", ">", ">", "<", ">", ">", ">")
 RERUN = (
     "Rerun with `make bench` (every workload; rewrites this file) or `make bench ONLY=sync-hit` "
     "(just the named workloads, comma-separated; prints the table and leaves this file alone)."
@@ -37,6 +42,28 @@ METHOD = (
     "it takes 0.2 s so that every caller of a burst arrives while the first call is in flight); no traffic leaves "
     "the machine. Targets bound the p50, except for the `concurrent-misses*` counts, which pass only when every "
     "burst meets the target (their p50 and p99 columns are the median and the worst burst)."
+)
+LITELLM_METHOD = (
+    "The LiteLLM columns measure LiteLLM in the same run, on the same kind of workload: `bench/litellm_runner.py`, run "
+    "by the Python of LiteLLM's own venv (`.venv-litellm`, which `make bench` creates; LiteLLM is never installed beside "
+    "llmstash), makes the same calls with `litellm.completion`/`acompletion(..., caching=True)` and `litellm.cache = "
+    'litellm.Cache()` (or `Cache(type="redis")`), with the same model name and messages, against an upstream of its '
+    "own of the same kind (a second MockUpstream; the harness counts its calls) and the same valkey-server. The two "
+    "libraries take turns: the runner sets up and warms up while the harness waits, then times one block of its calls "
+    "right after each of llmstash's blocks (a chunk of the interleaved rounds for `miss-overhead`, one burst for "
+    "`concurrent-misses`, one fresh process for `import`), so both meet the same machine state; neither ever runs while "
+    "the other is timing. Timing is the same (warm-up, per-call `perf_counter_ns`, GC off, quietest block); LiteLLM's "
+    "blocks are shorter (its calls take far longer). Every timed LiteLLM call that should be a hit is checked to have "
+    'come back with `_hidden_params["cache_hit"]` True and the first answer\'s id, and the runner refuses any '
+    "connection off 127.0.0.1. ratio = LiteLLM p50 / llmstash p50 (above 1: llmstash is faster, or for counts, LiteLLM "
+    "made that many times the upstream calls); — marks a workload without a LiteLLM twin, n/a a run where LiteLLM "
+    "could not be run, ERROR a LiteLLM run that failed a check (the notes say which). Both sides run with logging "
+    "disabled. The model name is `openai/gpt-4o-mini` for both (only a name: the upstream is the mock): LiteLLM prices "
+    "every answer, cache hits included, and a name missing from its cost map costs it much more per call (the "
+    "sync-hit note gives that figure); llmstash does no pricing. LiteLLM's version is pinned in the Makefile "
+    "(`LITELLM_SPEC`): 1.106.2 is what `pip install litellm` resolves to on the package index this was run against "
+    "(newer releases need a certifi the index does not have yet); its cache-hit path imports parts of "
+    "`litellm.proxy`, so the venv also gets fastapi, orjson and soundfile."
 )
 
 
@@ -70,17 +97,36 @@ def _amount(value: float | None, unit: str, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f} {unit}"
 
 
+def litellm_cells(name: str, measured: Measurement | None) -> list[str]:
+    """LiteLLM p50, p99 and ratio (LiteLLM / llmstash p50)."""
+    if not WORKLOADS[name].twin:
+        return ["—", "—", "—"]
+    result = measured.litellm if measured is not None else None
+    if result is None:  # llmstash's side failed before LiteLLM's produced a result
+        return ["—", "—", "—"] if measured is None else ["n/a", "n/a", "n/a"]
+    if result.status == "n/a":
+        return ["n/a", "n/a", "n/a"]
+    if result.status != "ok":
+        return ["ERROR", "—", "—"]
+    cells = [_amount(value, result.unit, result.digits) for value in (result.p50, result.p99)]
+    ratio = "—"
+    if measured is not None and result.p50 is not None and result.p50 > 0 and measured.p50 > 0 and result.unit == measured.unit:
+        value = result.p50 / measured.p50
+        ratio = f"{value:,.0f}x" if value >= 100 else f"{value:.1f}x"
+    return [*cells, ratio]
+
+
 def row(name: str, measured: Measurement | None) -> list[str]:
     if measured is None:
-        return [name, "—", "—", "—", "ERROR"]
+        return [name, "—", "—", "—", "ERROR", *litellm_cells(name, measured)]
     target = "—" if measured.target is None else f"≤ {measured.target:g} {measured.unit}"
     p50, p99 = (_amount(value, measured.unit, measured.digits) for value in (measured.p50, measured.p99))
-    return [name, p50, p99, target, measured.verdict]
+    return [name, p50, p99, target, measured.verdict, *litellm_cells(name, measured)]
 
 
 def markdown_table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [list(HEADERS), *rows]) for i in range(len(HEADERS))]
-    aligns = ["<", ">", ">", ">", "<"]
+    aligns = list(ALIGNS)
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, aligns, widths, strict=True)) + " |"
@@ -103,11 +149,26 @@ def parse_only(parser: argparse.ArgumentParser, value: str | None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark llmstash; see BENCHMARKS.md.")
     parser.add_argument("--only", metavar="NAME[,NAME...]", help=f"run just these workloads: {', '.join(WORKLOADS)}")
+    parser.add_argument(
+        "--litellm-python",
+        type=Path,
+        default=twin.DEFAULT_PYTHON,
+        metavar="PATH",
+        help="the Python of LiteLLM's venv (default: .venv-litellm/bin/python; `make bench` creates it)",
+    )
+    parser.add_argument("--no-litellm", action="store_true", help="measure llmstash only (LiteLLM's columns read n/a)")
     args = parser.parse_args(argv)
     names = parse_only(parser, args.only)
     logging.disable(logging.CRITICAL)  # the workloads check cache stats instead of reading warnings
     machine_line = f"Machine: {machine()}"
     warning = busy_warning()
+    litellm_line = ""
+    if any(WORKLOADS[name].twin for name in names):
+        print("checking LiteLLM ...", file=sys.stderr, flush=True)
+        litellm_line = twin.configure(None if args.no_litellm else args.litellm_python.absolute())
+        print(f"  {litellm_line}", file=sys.stderr, flush=True)
+        if not twin.available():
+            print("  Note: LiteLLM is not measured in this run; its columns read n/a.", file=sys.stderr, flush=True)
 
     results: dict[str, Measurement | None] = {}
     for name in names:
@@ -124,8 +185,14 @@ def main(argv: list[str] | None = None) -> int:
 
     date_line = f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     table = markdown_table([row(name, measured) for name, measured in results.items()])
-    notes = [f"- {name}: {m.notes}" for name, m in results.items() if m is not None and m.notes]
-    header = "\n".join(line for line in (machine_line, date_line, warning) if line)
+    notes = []
+    for name, m in results.items():
+        if m is not None and m.notes:
+            notes.append(f"- {name}: {m.notes}")
+        if m is not None and m.litellm is not None and m.litellm.notes and m.litellm.status != "n/a":
+            notes.append(f"- {name}, LiteLLM: {m.litellm.notes}")
+    header_lines = (machine_line, litellm_line, date_line, warning)
+    header = "\n".join(line for line in header_lines if line)
     print(f"\n{header}\n\n{table}\n")
     print("\n".join(notes) + "\n")
 
@@ -135,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
             "\n\n".join(
                 [
                     "# Benchmarks",
-                    "  \n".join(line for line in (machine_line, date_line, warning) if line),
+                    "  \n".join(line for line in header_lines if line),
                     table,
                     "\n".join(notes),
                     "## Workloads\n\n" + "\n".join(descriptions),
                     METHOD,
+                    LITELLM_METHOD,
                     RERUN,
                 ]
             )
@@ -148,7 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Wrote {REPORT}")
     else:
         print(f"{REPORT.name} not written: --only runs part of the suite. Run `make bench` (no ONLY) to update it.")
-    return 1 if any(m is None for m in results.values()) else 0
+    failed_twins = [name for name, m in results.items() if m is not None and _twin_failed(m.litellm)]
+    if failed_twins:
+        print(f"LiteLLM's side FAILED for: {', '.join(failed_twins)} (see the notes)", file=sys.stderr)
+    return 1 if any(m is None for m in results.values()) or failed_twins else 0
+
+
+def _twin_failed(result: TwinResult | None) -> bool:
+    return result is not None and result.status == "error"
 
 
 if __name__ == "__main__":

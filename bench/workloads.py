@@ -20,6 +20,7 @@ import llmstash
 from common import (
     BenchError,
     Measurement,
+    TwinResult,
     active_cache,
     atime_calls,
     check,
@@ -34,9 +35,13 @@ from common import (
 from llmstash.caching import Cache
 from llmstash.testing.servers import ValkeyServer
 from llmstash.testing.upstream import MockUpstream, reply_text, vector_for
+from twin import Twin, spread
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = "openai/bench"
+# A model LiteLLM has a price for: LiteLLM looks up the price of every answer, cached or not, and an
+# unknown name (say "openai/bench") sends it down a slow fallback path on each call (the sync-hit
+# notes give that figure). llmstash does no price look-up; the name is only part of its cache key.
+MODEL = "openai/gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "In one sentence, what is a cache?"}]
 
 HIT_BLOCKS = 5  # hit workloads time this many blocks of calls and report the quietest block
@@ -48,33 +53,89 @@ IMPORT_WARMUP = 2
 MISS_ROUNDS = 200  # interleaved rounds of the miss-overhead workload ...
 MISS_PER_ROUND = 10  # ... each with this many cached and this many uncached calls
 MISS_WARMUP = 50
+MISS_CHUNKS = 5  # the rounds run in this many chunks, with a LiteLLM block after each
+
+# LiteLLM's side (bench/litellm_runner.py), smaller: its calls take ~100 times as long as llmstash's
+LITELLM_HIT_CALLS = 500  # timed hits per block; HIT_BLOCKS (REDIS_BLOCKS for redis-hit) blocks
+LITELLM_HIT_WARMUP = 200
+LITELLM_IMPORT_RUNS = 7  # fresh processes of ~2.5 s each, spread among llmstash's IMPORT_RUNS
+LITELLM_MISS_ROUNDS = 8  # interleaved rounds per block (MISS_CHUNKS blocks) ...
+LITELLM_MISS_PER_ROUND = 10  # ... each with this many cached and this many uncached calls
+LITELLM_MISS_WARMUP = 20
 
 
-def _hit_workload(cache: Cache, calls: int, use_async: bool, target: float | None) -> Measurement:
-    """Time ``calls`` identical completions against ``cache`` after one miss stored the answer."""
-    with local_upstream() as upstream, active_cache(cache):
+def _twin_timed(blocks: list[list[int]], unit: str, notes: str) -> TwinResult:
+    """LiteLLM's result for a timed workload: the quietest block, as for llmstash."""
+    check(len(blocks) > 0, "LiteLLM ran no block")
+    p50, p99 = p50_p99_us(quietest(blocks))
+    scale = 1000 if unit == "ms" else 1
+    return TwinResult("ok", p50 / scale, p99 / scale, unit, notes=notes)
+
+
+def _hit_workload(cache: Cache, calls: int, use_async: bool, target: float | None, twin_name: str | None = None) -> Measurement:
+    """Time ``calls`` identical completions against ``cache`` after one miss stored the answer;
+    with ``twin_name``, LiteLLM's twin runs a block of its own after each of llmstash's."""
+    with local_upstream() as upstream, local_upstream() as litellm_upstream, active_cache(cache):
         kwargs: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "api_base": upstream.base_url}
         first = llmstash.completion(**kwargs)
         check(not first._hidden_params["cache_hit"], "the first call should have been a miss")
         hits_before = cache.stats()["hits"]
+        twin_params = {"base_url": litellm_upstream.base_url, "model": MODEL, "calls": LITELLM_HIT_CALLS}
+        twin_params |= {"warmup": LITELLM_HIT_WARMUP, "unknown_model_block": twin_name == "sync-hit"}
+        litellm_blocks: list[list[int]] = []
 
-        if use_async:
+        with Twin(twin_name, **twin_params) as twin:
+            litellm_calls_at_ready = litellm_upstream.call_count()
 
-            async def measure() -> list[list[int]]:
-                async def call() -> object:
-                    return await llmstash.acompletion(**kwargs)
+            def litellm_block() -> None:
+                block = twin.block()
+                if block is not None:
+                    litellm_blocks.append(block["samples_ns"])
 
-                await atime_calls(call, HIT_WARMUP)
-                return [await atime_calls(call, calls) for _ in range(HIT_BLOCKS)]
+            if use_async:
 
-            blocks = asyncio.run(measure())
-        else:
+                async def measure() -> list[list[int]]:
+                    async def call() -> object:
+                        return await llmstash.acompletion(**kwargs)
 
-            def call() -> object:
-                return llmstash.completion(**kwargs)
+                    await atime_calls(call, HIT_WARMUP)
+                    timed = []
+                    for _ in range(HIT_BLOCKS):
+                        timed.append(await atime_calls(call, calls))
+                        litellm_block()  # blocks this loop while LiteLLM's runs: nothing else is scheduled
+                    return timed
 
-            time_calls(call, HIT_WARMUP)
-            blocks = [time_calls(call, calls) for _ in range(HIT_BLOCKS)]
+                blocks = asyncio.run(measure())
+            else:
+
+                def call() -> object:
+                    return llmstash.completion(**kwargs)
+
+                time_calls(call, HIT_WARMUP)
+                blocks = []
+                for _ in range(HIT_BLOCKS):
+                    blocks.append(time_calls(call, calls))
+                    litellm_block()
+
+            litellm_timed_calls = litellm_upstream.call_count() - litellm_calls_at_ready
+            final = twin.finish()
+
+            def litellm_result() -> TwinResult:
+                check(litellm_timed_calls == 0, f"{litellm_timed_calls} of LiteLLM's timed calls reached the upstream")
+                pooled = percentile([ns / 1000 for block in litellm_blocks for ns in block], 50)
+                notes = (
+                    f"quietest of {len(litellm_blocks)} blocks of {LITELLM_HIT_CALLS:,} calls, each block run right after one "
+                    f"of llmstash's; p50 over all {len(litellm_blocks) * LITELLM_HIT_CALLS:,} calls {pooled:,.1f} µs; every timed "
+                    "call came back with `cache_hit` True and the first answer's id, and none reached the upstream"
+                )
+                if final and "unknown_model" in final:
+                    unknown = final["unknown_model"]
+                    notes += (
+                        f"; with model `{unknown['model']}` (not in LiteLLM's cost map) its p50 is {unknown['p50_us']:,.1f} µs"
+                    )
+                return _twin_timed(litellm_blocks, "µs", notes)
+
+            litellm = twin.outcome(litellm_result)
 
         last = llmstash.completion(**kwargs)
         check(last._hidden_params["cache_hit"] and last.id == first.id, "the calls were not answered from the cache")
@@ -84,15 +145,17 @@ def _hit_workload(cache: Cache, calls: int, use_async: bool, target: float | Non
     p50, p99 = p50_p99_us(quietest(blocks))
     pooled = percentile([ns / 1000 for block in blocks for ns in block], 50)
     notes = f"quietest of {HIT_BLOCKS} blocks of {calls:,} calls; p50 over all {HIT_BLOCKS * calls:,} calls {pooled:.1f} µs"
-    return Measurement(p50, p99, "µs", target=target, notes=notes)
+    return Measurement(p50, p99, "µs", target=target, notes=notes, litellm=litellm)
 
 
-@workload("import")
+@workload("import", twin=True)
 def import_time() -> Measurement:
     """`import llmstash` in a fresh interpreter (time measured inside the child process)."""
     code = "import time; t=time.perf_counter(); import llmstash; print(time.perf_counter()-t)"
     seconds = []
-    with tempfile.TemporaryDirectory(prefix="llmstash-bench-pyc-") as pycache:
+    litellm_ns: list[int] = []
+    litellm_after = spread(IMPORT_RUNS, LITELLM_IMPORT_RUNS)
+    with tempfile.TemporaryDirectory(prefix="llmstash-bench-pyc-") as pycache, Twin("import", warmup=IMPORT_WARMUP) as twin:
         # Measure with bytecode cached, as for an installed package: the warm-up runs write it to a
         # private prefix (never into src/), even where PYTHONDONTWRITEBYTECODE is set.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPYCACHEPREFIX": pycache}
@@ -100,22 +163,33 @@ def import_time() -> Measurement:
             out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
             if i >= IMPORT_WARMUP:
                 seconds.append(float(out.stdout.strip()))
+                if i - IMPORT_WARMUP in litellm_after and (block := twin.block()) is not None:
+                    litellm_ns += block["samples_ns"]
+        twin.finish()
+
+        def litellm_result() -> TwinResult:
+            check(len(litellm_ns) == LITELLM_IMPORT_RUNS, f"LiteLLM ran {len(litellm_ns)} of {LITELLM_IMPORT_RUNS} imports")
+            ms = [ns / 1e6 for ns in litellm_ns]
+            notes = f"{LITELLM_IMPORT_RUNS} fresh processes, spread among llmstash's, bytecode cached"
+            return TwinResult("ok", percentile(ms, 50), percentile(ms, 99), "ms", notes=notes)
+
+        litellm = twin.outcome(litellm_result)
     ms = [s * 1000 for s in seconds]
-    return Measurement(
-        percentile(ms, 50), percentile(ms, 99), "ms", target=150, notes=f"{IMPORT_RUNS} fresh processes, bytecode cached"
-    )
+    p50 = percentile(ms, 50)
+    notes = f"{IMPORT_RUNS} fresh processes, bytecode cached"
+    return Measurement(p50, percentile(ms, 99), "ms", target=150, notes=notes, litellm=litellm)
 
 
-@workload("sync-hit")
+@workload("sync-hit", twin=True)
 def sync_hit() -> Measurement:
-    """`llmstash.completion(...)` answered from the in-memory cache (`Cache()`)."""
-    return _hit_workload(Cache(), HIT_CALLS, use_async=False, target=25)
+    """`llmstash.completion(...)` answered from the in-memory cache (`Cache()`); LiteLLM: `litellm.completion(..., caching=True)` with `litellm.cache = litellm.Cache()`."""
+    return _hit_workload(Cache(), HIT_CALLS, use_async=False, target=25, twin_name="sync-hit")
 
 
-@workload("async-hit")
+@workload("async-hit", twin=True)
 def async_hit() -> Measurement:
-    """`await llmstash.acompletion(...)` answered from the in-memory cache, in one event loop."""
-    return _hit_workload(Cache(), HIT_CALLS, use_async=True, target=40)
+    """`await llmstash.acompletion(...)` answered from the in-memory cache, in one event loop; LiteLLM: `await litellm.acompletion(...)` likewise."""
+    return _hit_workload(Cache(), HIT_CALLS, use_async=True, target=40, twin_name="async-hit")
 
 
 @workload("disk-hit")
@@ -129,33 +203,58 @@ def disk_hit() -> Measurement:
             cache.close()
 
 
-@workload("miss-overhead")
+@workload("miss-overhead", twin=True)
 def miss_overhead() -> Measurement:
-    """What caching adds to a miss: p50(miss that also writes) - p50(same call, `llmstash.cache = None`)."""
+    """What caching adds to a miss: p50(miss that also writes) - p50(same call, `llmstash.cache = None`); LiteLLM: the same with `litellm.cache = litellm.Cache()` and `= None`."""
     cache = Cache()
     sequence = itertools.count()
     cached: list[int] = []
     uncached: list[int] = []
-    with local_upstream() as upstream:
+    litellm_samples: dict[str, list[int]] = {"cached": [], "uncached": []}
+    with local_upstream() as upstream, local_upstream() as litellm_upstream:
+        twin_params = {"base_url": litellm_upstream.base_url, "model": MODEL, "warmup": LITELLM_MISS_WARMUP}
+        twin_params |= {"rounds": LITELLM_MISS_ROUNDS, "per_round": LITELLM_MISS_PER_ROUND}
+        with Twin("miss-overhead", **twin_params) as twin:
 
-        def call() -> object:  # every call a new prompt of the same shape and length: always a miss
-            messages = [{"role": "user", "content": f"Unique bench prompt {next(sequence):09d}: what is a cache?"}]
-            return llmstash.completion(model=MODEL, messages=messages, api_base=upstream.base_url)
+            def call() -> object:  # every call a new prompt of the same shape and length: always a miss
+                messages = [{"role": "user", "content": f"Unique bench prompt {next(sequence):09d}: what is a cache?"}]
+                return llmstash.completion(model=MODEL, messages=messages, api_base=upstream.base_url)
 
-        for arm_cache in (cache, None):
-            with active_cache(arm_cache):
-                time_calls(call, MISS_WARMUP)
-        clock = time.perf_counter_ns
-        arms = [(cache, cached), (None, uncached)]
-        with gc_paused():
-            for round_number in range(MISS_ROUNDS):  # alternate which arm goes first, so drift hits both
-                for arm_cache, samples in arms if round_number % 2 == 0 else arms[::-1]:
-                    llmstash.cache = arm_cache
-                    for _ in range(MISS_PER_ROUND):
-                        start = clock()
-                        call()
-                        samples.append(clock() - start)
-        llmstash.cache = None
+            for arm_cache in (cache, None):
+                with active_cache(arm_cache):
+                    time_calls(call, MISS_WARMUP)
+            clock = time.perf_counter_ns
+            arms = [(cache, cached), (None, uncached)]
+            for chunk in range(MISS_CHUNKS):
+                with gc_paused():
+                    for round_number in range(chunk * MISS_ROUNDS // MISS_CHUNKS, (chunk + 1) * MISS_ROUNDS // MISS_CHUNKS):
+                        for arm_cache, samples in arms if round_number % 2 == 0 else arms[::-1]:  # drift hits both arms
+                            llmstash.cache = arm_cache
+                            for _ in range(MISS_PER_ROUND):
+                                start = clock()
+                                call()
+                                samples.append(clock() - start)
+                    llmstash.cache = None
+                if (block := twin.block()) is not None:  # LiteLLM's rounds, between llmstash's
+                    for arm in litellm_samples:
+                        litellm_samples[arm] += block[arm]
+            final = twin.finish()
+
+            def litellm_result() -> TwinResult:
+                assert final is not None
+                made = litellm_upstream.call_count()
+                check(made == final["upstream_calls"], f"LiteLLM made {final['upstream_calls']} calls, the upstream got {made}")
+                on50, on99 = p50_p99_us(litellm_samples["cached"])
+                off50, off99 = p50_p99_us(litellm_samples["uncached"])
+                notes = (
+                    f"with cache p50 {on50:,.1f} µs / p99 {on99:,.1f} µs; without cache p50 {off50:,.1f} µs / p99 {off99:,.1f} µs; "
+                    f"{len(litellm_samples['cached']):,} calls each in {MISS_CHUNKS * LITELLM_MISS_ROUNDS} interleaved rounds, "
+                    f"run in {MISS_CHUNKS} blocks between llmstash's; every call went to the upstream, and the last cached-arm "
+                    "answer was then a cache hit"
+                )
+                return TwinResult("ok", on50 - off50, None, "µs", notes=notes)
+
+            litellm = twin.outcome(litellm_result)
         total = 2 * (MISS_WARMUP + MISS_ROUNDS * MISS_PER_ROUND)
         check(upstream.call_count() == total, f"the upstream got {upstream.call_count()} calls, expected {total}")
     stats = cache.stats()
@@ -169,7 +268,7 @@ def miss_overhead() -> Measurement:
         f"with cache p50 {on50:.1f} µs / p99 {on99:.1f} µs; without cache p50 {off50:.1f} µs / p99 {off99:.1f} µs; "
         f"{len(cached):,} calls each in {MISS_ROUNDS} interleaved rounds"
     )
-    return Measurement(on50 - off50, None, "µs", target=100, notes=notes)
+    return Measurement(on50 - off50, None, "µs", target=100, notes=notes, litellm=litellm)
 
 
 # ----- concurrency: single flight ---------------------------------------------------------------
@@ -222,7 +321,7 @@ def _check_burst(
     return calls
 
 
-def _burst_measurement(per_round: list[int], how: str) -> Measurement:
+def _burst_measurement(per_round: list[int], how: str, litellm: TwinResult | None = None) -> Measurement:
     worst = max(per_round)
     notes = (
         f"{how}; upstream calls per burst: {', '.join(map(str, per_round))}; "
@@ -230,16 +329,53 @@ def _burst_measurement(per_round: list[int], how: str) -> Measurement:
         if worst == 1
         else f"{how}; upstream calls per burst: {', '.join(map(str, per_round))}"
     )
-    return Measurement(percentile(per_round, 50), worst, "calls", target=1, notes=notes, worst=worst, digits=0)
+    return Measurement(percentile(per_round, 50), worst, "calls", target=1, notes=notes, worst=worst, digits=0, litellm=litellm)
 
 
-@workload("concurrent-misses")
+def _litellm_burst(twin: Twin, upstream: MockUpstream, per_round: list[int], hits: list[int], ids: list[int]) -> None:
+    """One LiteLLM burst (bench/litellm_runner.py), its upstream calls counted here."""
+    before = upstream.call_count()
+    block = twin.block()
+    if block is None:
+        return
+    calls = upstream.call_count() - before
+    expected = reply_text(block["prompt"])
+    if block["answers"] != [expected]:
+        twin.fail(f"LiteLLM's callers got {block['answers']!r:.300}, expected {expected!r}")
+        return
+    if block["ids"] > calls:
+        twin.fail(f"LiteLLM's callers got {block['ids']} response ids from {calls} upstream calls")
+        return
+    per_round.append(calls)
+    hits.append(block["hits"])
+    ids.append(block["ids"])
+
+
+def _litellm_burst_result(twin: Twin, per_round: list[int], hits: list[int], ids: list[int]) -> TwinResult:
+    check(len(per_round) == BURST_ROUNDS, f"LiteLLM ran {len(per_round)} of {BURST_ROUNDS} bursts")
+    notes = (
+        f"{BURST_ROUNDS} bursts of {BURST} threads (`threading.Barrier`), each right after one of llmstash's; upstream calls "
+        f"per burst: {', '.join(map(str, per_round))}; callers answered from LiteLLM's cache: {', '.join(map(str, hits))}; "
+        f"distinct response ids: {', '.join(map(str, ids))}"
+    )
+    return TwinResult("ok", percentile(per_round, 50), max(per_round), "calls", digits=0, notes=notes)
+
+
+@workload("concurrent-misses", twin=True)
 def concurrent_misses() -> Measurement:
-    """Upstream calls made by 100 threads sending one identical, uncached request at once (target: 1, the rest wait for it)."""
+    """Upstream calls made by 100 threads sending one identical, uncached request at once (target: 1, the rest wait for it); LiteLLM: the same 100 threads with `litellm.completion(..., caching=True)`."""
     cache = Cache()
     per_round: list[int] = []
     seen_ids: set[str] = set()
-    with _burst_upstream() as upstream, active_cache(cache):
+    litellm_rounds: list[int] = []
+    litellm_hits: list[int] = []
+    litellm_ids: list[int] = []
+    with (
+        _burst_upstream() as upstream,
+        _burst_upstream() as litellm_upstream,
+        Twin("concurrent-misses", base_url=litellm_upstream.base_url, model=MODEL, burst=BURST) as twin,
+        active_cache(cache),
+    ):
         for number in range(BURST_ROUNDS + 1):  # burst 0 warms up (HTTP client, threads) and is not counted
             messages = _burst_prompt("thread", number)
             barrier = threading.Barrier(BURST)
@@ -268,8 +404,11 @@ def concurrent_misses() -> Measurement:
             calls = _check_burst("thread", number, upstream, cache, before, results, seen_ids)
             if number > 0:
                 per_round.append(calls)
+                _litellm_burst(twin, litellm_upstream, litellm_rounds, litellm_hits, litellm_ids)
+        twin.finish()
+        litellm = twin.outcome(lambda: _litellm_burst_result(twin, litellm_rounds, litellm_hits, litellm_ids))
     how = f"{BURST_ROUNDS} bursts of {BURST} threads released by a threading.Barrier; upstream answers in {BURST_DELAY:g} s"
-    return _burst_measurement(per_round, how)
+    return _burst_measurement(per_round, how, litellm)
 
 
 @workload("concurrent-misses-async")
@@ -492,16 +631,30 @@ REDIS_CALLS = 1_000
 REDIS_RATIO_TARGET = 1.3
 
 
-def _redis_hit(cache_kwargs: dict[str, Any]) -> tuple[list[list[int]], list[list[int]], str]:
+def _redis_gets(client: Any) -> int:
+    """GET commands the server has run so far."""
+    return int(client.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+
+def _redis_hit(
+    cache_kwargs: dict[str, Any], with_twin: bool = False
+) -> tuple[list[list[int]], list[list[int]], str, TwinResult | None]:
     """Alternating blocks: llmstash Redis hits, and the floor (raw redis-py GET of the same bytes
-    plus decoding them). Returns (hit blocks, floor blocks, note)."""
+    plus decoding them); ``with_twin``: and LiteLLM's Redis hits, on the same server. Returns
+    (hit blocks, floor blocks, note, LiteLLM's result)."""
     import redis
 
     with tempfile.TemporaryDirectory(prefix="llmstash-bench-redis-") as workdir:
         server = ValkeyServer(Path(workdir)).start()
         try:
             cache = Cache(type="redis", url=server.url, **cache_kwargs)
-            with local_upstream() as upstream, active_cache(cache):
+            twin_params = {"model": MODEL, "redis_port": server.port, "calls": LITELLM_HIT_CALLS, "warmup": LITELLM_HIT_WARMUP}
+            with (
+                local_upstream() as upstream,
+                local_upstream() as litellm_upstream,
+                Twin("redis-hit" if with_twin else None, base_url=litellm_upstream.base_url, **twin_params) as twin,
+                active_cache(cache),
+            ):
                 kwargs: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "api_base": upstream.base_url}
                 first = llmstash.completion(**kwargs)
                 key = first._hidden_params["cache_key"]
@@ -518,9 +671,31 @@ def _redis_hit(cache_kwargs: dict[str, Any]) -> tuple[list[list[int]], list[list
                 time_calls(hit, HIT_WARMUP)
                 time_calls(floor, HIT_WARMUP)
                 hits, floors = [], []
+                litellm_blocks: list[list[int]] = []
+                litellm_calls_at_ready = litellm_upstream.call_count()
                 for _ in range(REDIS_BLOCKS):
                     hits.append(time_calls(hit, REDIS_CALLS))
                     floors.append(time_calls(floor, REDIS_CALLS))
+                    gets_before = _redis_gets(raw_client)
+                    if (block := twin.block()) is not None:
+                        gets = _redis_gets(raw_client) - gets_before
+                        if gets < LITELLM_HIT_CALLS:  # each of LiteLLM's hits must have read Redis, not a copy in memory
+                            twin.fail(f"LiteLLM's block of {LITELLM_HIT_CALLS} hits sent Redis {gets} GETs")
+                        litellm_blocks.append(block["samples_ns"])
+                litellm_timed_calls = litellm_upstream.call_count() - litellm_calls_at_ready
+                twin.finish()
+
+                def litellm_result() -> TwinResult:
+                    check(litellm_timed_calls == 0, f"{litellm_timed_calls} of LiteLLM's timed calls reached the upstream")
+                    notes = (
+                        f'`litellm.Cache(type="redis", host="127.0.0.1", port=..., ttl=600)` on the same valkey-server; '
+                        f"quietest of {len(litellm_blocks)} blocks of {LITELLM_HIT_CALLS:,} calls, each block run after one "
+                        "of llmstash's and one of the floor's; every timed call came back with `cache_hit` True and the first "
+                        "answer's id, none reached the upstream, and each sent Redis a GET"
+                    )
+                    return _twin_timed(litellm_blocks, "µs", notes)
+
+                litellm = twin.outcome(litellm_result)
                 last = llmstash.completion(**kwargs)
                 check(last._hidden_params["cache_hit"] and last.id == first.id, "the calls were not answered from Redis")
                 check(upstream.call_count() == 1, f"the upstream got {upstream.call_count()} calls; only the first should")
@@ -529,24 +704,24 @@ def _redis_hit(cache_kwargs: dict[str, Any]) -> tuple[list[list[int]], list[list
         finally:
             server.stop()
     note = f"{len(stored)} stored bytes; {REDIS_BLOCKS} alternating blocks of {REDIS_CALLS:,} calls each"
-    return hits, floors, note
+    return hits, floors, note, litellm
 
 
-@workload("redis-hit")
+@workload("redis-hit", twin=True)
 def redis_hit() -> Measurement:
     """`llmstash.completion(...)` answered from Redis (valkey-server on 127.0.0.1); target: p50 ≤ 1.3 times
-    the floor, a raw redis-py GET of the same bytes plus decoding them, measured in alternating blocks."""
-    hits, floors, note = _redis_hit({})
+    the floor, a raw redis-py GET of the same bytes plus decoding them, measured in alternating blocks; LiteLLM: `litellm.Cache(type="redis")` on the same server."""
+    hits, floors, note, litellm = _redis_hit({}, with_twin=True)
     p50, p99 = p50_p99_us(quietest(hits))
     floor_p50, _ = p50_p99_us(quietest(floors))
     notes = f"floor (raw GET + decode) p50 {floor_p50:.1f} µs; ratio {p50 / floor_p50:.2f}x; {note}"
-    return Measurement(p50, p99, "µs", target=round(REDIS_RATIO_TARGET * floor_p50, 1), notes=notes)
+    return Measurement(p50, p99, "µs", target=round(REDIS_RATIO_TARGET * floor_p50, 1), notes=notes, litellm=litellm)
 
 
 @workload("redis-local-tier-hit")
 def redis_local_tier_hit() -> Measurement:
     """`llmstash.completion(...)` with `Cache(type="redis", local_tier_ttl=60)`: hits served from the
     in-process tier in front of Redis."""
-    hits, _, note = _redis_hit({"local_tier_ttl": 60})
+    hits, _, note, _ = _redis_hit({"local_tier_ttl": 60})
     p50, p99 = p50_p99_us(quietest(hits))
     return Measurement(p50, p99, "µs", notes=note)
