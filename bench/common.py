@@ -33,7 +33,9 @@ class TwinResult:
 @dataclass(frozen=True)
 class Measurement:
     """What one workload measured. Numbers are in ``unit``; ``target`` bounds ``p50``, or ``worst``
-    when it is given (count workloads, where every round must meet the target)."""
+    when it is given (count workloads, where every round must meet the target): from above, or
+    from below when ``higher_is_better`` (throughputs, where ``p99`` is the figure of the p99 round
+    time, the slow tail, and the ratio to LiteLLM is llmstash / LiteLLM)."""
 
     p50: float
     p99: float | None
@@ -45,13 +47,16 @@ class Measurement:
     """Decimals shown in the table (0 for counts)."""
     litellm: TwinResult | None = None
     """LiteLLM's figures for the same workload, measured in the same run (workloads with a twin)."""
+    higher_is_better: bool = False
+    """A throughput: the target is a floor, and the ratio is llmstash / LiteLLM."""
 
     @property
     def verdict(self) -> str:
         if self.target is None:
             return "—"
         bounded = self.p50 if self.worst is None else self.worst
-        return "PASS" if bounded <= self.target else "MISS"
+        met = bounded >= self.target if self.higher_is_better else bounded <= self.target
+        return "PASS" if met else "MISS"
 
 
 @dataclass(frozen=True)

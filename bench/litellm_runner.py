@@ -1,15 +1,17 @@
 """LiteLLM's side of the llmstash benchmarks: the same workloads, measured the same way, in LiteLLM.
 
 Run by the Python of LiteLLM's own venv (``make bench`` creates ``.venv-litellm``), never by
-llmstash's: this file imports only the standard library and LiteLLM (and what LiteLLM brings).
+llmstash's: this file imports only the standard library, LiteLLM (and what LiteLLM brings) and
+bench/fixtures.py (standard library only: the texts both sides send, shared with the harness).
 
     .venv-litellm/bin/python bench/litellm_runner.py probe
     .venv-litellm/bin/python bench/litellm_runner.py sync-hit --base-url http://127.0.0.1:PORT/v1
     .venv-litellm/bin/python bench/litellm_runner.py redis-hit --base-url ... --redis-port 6379 --blocks 5 --calls 500
 
-Workloads (twins of those in bench/workloads.py): import, sync-hit, async-hit, miss-overhead,
-concurrent-misses, redis-hit. The upstream (llmstash's MockUpstream) and the valkey-server are
-the harness's, on 127.0.0.1; the harness counts the upstream's calls and Redis's GETs itself.
+Workloads (twins of those in bench/workloads.py): import, sync-hit, async-hit, hit-100kb-prompt,
+async-hits-per-second, disk-hit, miss-overhead, concurrent-misses, stream-hit, redis-hit and
+memory-per-entry. The upstream (llmstash's MockUpstream) and the valkey-server are the harness's,
+on 127.0.0.1; the harness counts the upstream's calls and Redis's GETs itself.
 
 Timing is as in bench/common.py: warm-up first, then blocks of calls, each call timed with
 ``time.perf_counter_ns`` while the cyclic GC is off. Every call that is meant to be a hit is checked
@@ -35,14 +37,18 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
+
+from fixtures import DEAD_BASE, big_prompt, entries_digest, entry_prompt, entry_text, rss_bytes, text_sha256
 
 API_KEY = "sk-bench"
 MESSAGES = [{"role": "user", "content": "In one sentence, what is a cache?"}]
@@ -113,6 +119,18 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def settle(limit: float = 1.0, window: float = 0.01) -> None:
+    """Wait (up to ``limit`` seconds) until LiteLLM's background threads are done with a block's calls
+    (its stream replays log in a thread pool): this process busy less than a tenth of a ``window``. The
+    harness reports whatever CPU the runner still uses while llmstash's side runs."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        before = time.process_time_ns()
+        time.sleep(window)
+        if time.process_time_ns() - before < window * 1e8:
+            return
 
 
 def cache_hit(response: Any) -> bool:
@@ -208,11 +226,19 @@ class HitWorkload(Workload):
     def kwargs(self, model: str | None = None) -> dict[str, Any]:
         return {
             "model": model or self.args.model,
-            "messages": MESSAGES,
+            "messages": self.messages,
             "api_base": self.args.base_url,
             "api_key": API_KEY,
             "caching": True,
         }
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        if not self.args.prompt_bytes:
+            return MESSAGES
+        if not hasattr(self, "_big_messages"):
+            self._big_messages = [{"role": "user", "content": big_prompt(self.args.prompt_bytes)}]
+        return self._big_messages
 
     def setup(self) -> dict[str, Any]:
         import litellm
@@ -232,7 +258,8 @@ class HitWorkload(Workload):
             time.sleep(0.01)
         check(cache_hit(again) and again.id == first.id, f"no cache hit after 50 calls (last: {again._hidden_params})")
         self._timed(kwargs, self.args.warmup)
-        return {"first_id": first.id}
+        prompt = self.messages[0]["content"]
+        return {"first_id": first.id, "prompt_chars": len(prompt), "prompt_sha256": text_sha256(prompt)}
 
     def _call(self, kwargs: dict[str, Any]) -> Any:
         import litellm
@@ -426,6 +453,266 @@ class ConcurrentMissesWorkload(Workload):
         return self._burst()
 
 
+class DiskHitWorkload(HitWorkload):
+    """Hits from `litellm.Cache(type="disk", disk_cache_dir=<a temporary directory>)`, each checked to
+    have read LiteLLM's diskcache (diskcache's own hit counter)."""
+
+    def make_cache(self) -> Any:
+        import litellm
+
+        try:
+            import diskcache  # noqa: F401
+        except ImportError:
+            raise BenchError(
+                "diskcache is not installed in LiteLLM's venv (`make bench-litellm-venv` installs LITELLM_SPEC, which has it)"
+            ) from None
+        self.directory = tempfile.mkdtemp(prefix="litellm-bench-disk-")
+        return litellm.Cache(type="disk", disk_cache_dir=self.directory)
+
+    def setup(self) -> dict[str, Any]:
+        import litellm
+
+        result = super().setup()
+        check(type(litellm.cache.cache).__name__ == "DiskCache", f"LiteLLM's cache is a {type(litellm.cache.cache).__name__}")
+        self.disk = litellm.cache.cache.disk_cache
+        check(self.disk.directory == self.directory, f"LiteLLM's diskcache is in {self.disk.directory}, not {self.directory}")
+        self.disk.stats(enable=True)
+        return result
+
+    def block(self) -> dict[str, Any]:
+        hits_before, _ = self.disk.stats()
+        result = super().block()
+        disk_hits = self.disk.stats()[0] - hits_before
+        check(disk_hits >= self.args.calls, f"{self.args.calls} hits read LiteLLM's diskcache only {disk_hits} times")
+        return result | {"disk_hits": disk_hits}
+
+    def close(self) -> None:
+        super().close()
+        if getattr(self, "directory", None):
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class StreamHitWorkload(Workload):
+    """`list(litellm.completion(..., stream=True, caching=True))` answered from `litellm.Cache()`: the
+    cached answer replayed as a stream and read to the end."""
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "model": self.args.model,
+            "messages": MESSAGES,
+            "api_base": self.args.base_url,
+            "api_key": API_KEY,
+            "caching": True,
+            "stream": True,
+        }
+
+    @staticmethod
+    def text(chunks: list[Any]) -> str:
+        return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+
+    def replay(self) -> tuple[Any, list[Any]]:
+        import litellm
+
+        stream = litellm.completion(**self.kwargs())
+        return stream, list(stream)
+
+    def problem(self, stream: Any, chunks: list[Any]) -> str | None:
+        """Why a replay is not the cached answer, or None."""
+        if getattr(stream, "_hidden_params", {}).get("cache_hit") is not True:
+            return f"not a cache hit: {getattr(stream, '_hidden_params', {})!r:.200}"
+        if {chunk.id for chunk in chunks} != {self.first_id}:
+            return f"chunk ids {sorted({chunk.id for chunk in chunks})!r:.200}, expected {self.first_id}"
+        if self.text(chunks) != self.live_text:
+            return f"text {self.text(chunks)!r:.200} differs from the streamed answer"
+        return None
+
+    def setup(self) -> dict[str, Any]:
+        import litellm
+
+        litellm.cache = litellm.Cache()
+        stream, live = self.replay()  # the miss: streamed from the upstream, stored by LiteLLM once complete
+        check(getattr(stream, "_hidden_params", {}).get("cache_hit") is not True, "the first stream should have been a miss")
+        check(bool(live), "the first stream had no chunks")
+        self.first_id = live[0].id
+        self.live_text = self.text(live)
+        # LiteLLM stores a streamed answer after the stream ends (in a logging thread): wait for the first hit
+        for _ in range(50):
+            stream, chunks = self.replay()
+            if self.problem(stream, chunks) is None:
+                break
+            time.sleep(0.01)
+        bad = self.problem(stream, chunks)
+        check(bad is None, f"no cached replay after 50 streams: {bad}")
+        self.replay_chunks = len(chunks)
+        check(chunks[-1].choices[0].finish_reason == "stop", "the replay does not end with finish_reason 'stop'")
+        self._timed(self.args.warmup)
+        return {"first_id": self.first_id, "text": self.live_text, "live_chunks": len(live), "replay_chunks": len(chunks)}
+
+    def _timed(self, n: int) -> list[int]:
+        clock = time.perf_counter_ns
+        samples = [0] * n
+        bad: list[str] = []
+        with gc_paused():
+            for i in range(n):
+                start = clock()
+                stream, chunks = self.replay()
+                samples[i] = clock() - start
+                problem = self.problem(stream, chunks)
+                if problem is not None:
+                    bad.append(problem)
+        check(not bad, f"{len(bad)} of {n} timed replays were not the cached answer, first: {bad[0] if bad else ''}")
+        return samples
+
+    def block(self) -> dict[str, Any]:
+        return {"samples_ns": self._timed(self.args.calls)}
+
+
+class AsyncHitsPerSecondWorkload(Workload):
+    """Rounds of `asyncio.gather` of ``--tasks`` identical `litellm.acompletion(..., caching=True)`
+    calls, all answered from `litellm.Cache()`; one block is ``--rounds`` rounds, each timed whole."""
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "model": self.args.model,
+            "messages": MESSAGES,
+            "api_base": self.args.base_url,
+            "api_key": API_KEY,
+            "caching": True,
+        }
+
+    def setup(self) -> dict[str, Any]:
+        import litellm
+
+        litellm.cache = litellm.Cache()
+        self.loop = asyncio.new_event_loop()
+        first = self.loop.run_until_complete(litellm.acompletion(**self.kwargs()))
+        check(not cache_hit(first), "the first call should have been a miss")
+        self.first_id = first.id
+        for _ in range(50):  # LiteLLM's async path stores the answer in a background task
+            again = self.loop.run_until_complete(litellm.acompletion(**self.kwargs()))
+            if cache_hit(again):
+                break
+            self.loop.run_until_complete(asyncio.sleep(0.01))
+        check(cache_hit(again) and again.id == first.id, f"no cache hit after 50 calls (last: {again._hidden_params})")
+        self.loop.run_until_complete(self._rounds(self.args.warmup))
+        return {"first_id": first.id}
+
+    async def _rounds(self, n: int) -> list[int]:
+        import litellm
+
+        kwargs = self.kwargs()
+        tasks = self.args.tasks
+        clock = time.perf_counter_ns
+        samples = [0] * n
+        bad: list[str] = []
+        with gc_paused():
+            for i in range(n):
+                start = clock()
+                results = await asyncio.gather(*(litellm.acompletion(**kwargs) for _ in range(tasks)))
+                samples[i] = clock() - start
+                bad += [
+                    f"cache_hit={r._hidden_params.get('cache_hit')!r} id={r.id}"
+                    for r in results
+                    if not cache_hit(r) or r.id != self.first_id
+                ]
+        check(not bad, f"{len(bad)} of {n * tasks} calls were not cache hits on {self.first_id}, first: {bad[0] if bad else ''}")
+        return samples
+
+    def block(self) -> dict[str, Any]:
+        return {"round_ns": self.loop.run_until_complete(self._rounds(self.args.rounds))}
+
+    def close(self) -> None:
+        loop = getattr(self, "loop", None)
+        if loop is None:
+            return
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:  # LiteLLM's background logging tasks
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
+
+
+class MemoryWorkload(Workload):
+    """RSS that ``--entries`` distinct cached chat completions of ``--content-bytes`` characters take in
+    LiteLLM's in-memory cache. One block stores them (`Cache.add_cache`, as LiteLLM's completion path
+    does) in a `litellm.Cache()` whose entry cap is raised to ``--entries``; finish() stores them again
+    in a `litellm.Cache()` left as it comes, to report how many of them that keeps."""
+
+    def call_kwargs(self, i: int) -> dict[str, Any]:
+        return {"model": self.args.model, "messages": [{"role": "user", "content": entry_prompt(i)}], "api_base": DEAD_BASE}
+
+    def store(self, cache: Any, n: int, first: int = 0) -> float:
+        template, size = self.template, self.args.content_bytes
+        started = time.perf_counter()
+        for i in range(first, first + n):
+            template.choices[0].message.content = entry_text(i, size)  # a distinct answer for every entry
+            cache.add_cache(template, **self.call_kwargs(i))
+        return time.perf_counter() - started
+
+    def setup(self) -> dict[str, Any]:
+        import litellm
+
+        litellm.cache = None
+        size = self.args.content_bytes
+        # a real ModelResponse, from LiteLLM's own completion path (mock_response: nothing is sent)
+        self.template = litellm.completion(
+            model=self.args.model,
+            messages=[{"role": "user", "content": "Memory bench template"}],
+            mock_response=entry_text(0, size),
+        )
+        check(type(self.template).__name__ == "ModelResponse", f"the template is a {type(self.template).__name__}")
+        warm = litellm.Cache()  # first use of the add_cache path (imports, lazily built tables), then dropped
+        self.store(warm, 100, first=10 * self.args.entries)
+        check(len(warm.cache.cache_dict) == 100, "the warm-up entries were not stored")
+        del warm
+        return {"digest": entries_digest(self.args.entries, size)}
+
+    def block(self) -> dict[str, Any]:
+        import litellm
+
+        n = self.args.entries
+        cache = litellm.Cache()
+        default_cap = cache.cache.max_size_in_memory
+        cache.cache.max_size_in_memory = n  # else it keeps 200 (see finish)
+        gc.collect()
+        before, source = rss_bytes()
+        seconds = self.store(cache, n)
+        gc.collect()
+        after, _ = rss_bytes()
+        held = len(cache.cache.cache_dict)
+        check(held == n, f"LiteLLM's cache holds {held} of the {n} entries stored")
+        key = cache.get_cache_key(**self.call_kwargs(0))
+        stored = cache.cache.cache_dict[key]
+        stored_chars = len(stored["response"]) if isinstance(stored, dict) else len(str(stored))
+        # every sampled entry answers a completion call with its own answer (a miss would fail: DEAD_BASE)
+        litellm.cache = cache
+        for i in sorted({0, 1, n // 2, n - 1, *range(0, n, max(1, n // 20))}):
+            response = litellm.completion(caching=True, api_key=API_KEY, **self.call_kwargs(i))
+            check(cache_hit(response), f"entry {i} was not a cache hit")
+            content = response.choices[0].message.content
+            check(content == entry_text(i, self.args.content_bytes), f"entry {i} answered {content[:40]!r}")
+        litellm.cache = None
+        return {
+            "rss_before": before,
+            "rss_after": after,
+            "rss_source": source,
+            "held": held,
+            "seconds": seconds,
+            "stored_chars": stored_chars,
+            "default_cap": default_cap,
+        }
+
+    def finish(self) -> dict[str, Any]:
+        import litellm
+
+        cache = litellm.Cache()  # as it comes
+        self.store(cache, self.args.entries)
+        held = len(cache.cache.cache_dict)
+        check(held <= self.args.entries, f"LiteLLM's default cache holds {held} entries")
+        return {"default_held": held, "default_cap": cache.cache.max_size_in_memory}
+
+
 class ProbeWorkload(Workload):
     """Import LiteLLM and report its version (the harness's availability check)."""
 
@@ -438,9 +725,14 @@ WORKLOADS: dict[str, type[Workload]] = {
     "import": ImportWorkload,
     "sync-hit": HitWorkload,
     "async-hit": AsyncHitWorkload,
+    "hit-100kb-prompt": HitWorkload,
+    "async-hits-per-second": AsyncHitsPerSecondWorkload,
+    "disk-hit": DiskHitWorkload,
     "miss-overhead": MissOverheadWorkload,
     "concurrent-misses": ConcurrentMissesWorkload,
+    "stream-hit": StreamHitWorkload,
     "redis-hit": RedisHitWorkload,
+    "memory-per-entry": MemoryWorkload,
 }
 
 
@@ -466,7 +758,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=5, help="blocks to run when not --interleave")
     parser.add_argument("--calls", type=int, default=500, help="timed calls per block (hit workloads)")
     parser.add_argument("--warmup", type=int, default=200, help="warm-up calls (per arm) or processes")
-    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per block (miss-overhead)")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds per block (miss-overhead, async-hits-per-second)")
+    parser.add_argument("--prompt-bytes", type=int, default=0, help="hit workloads: a user message of this many characters")
+    parser.add_argument("--tasks", type=int, default=200, help="concurrent calls per round (async-hits-per-second)")
+    parser.add_argument("--entries", type=int, default=100_000, help="entries to store (memory-per-entry)")
+    parser.add_argument("--content-bytes", type=int, default=1024, help="characters per stored answer (memory-per-entry)")
     parser.add_argument("--per-round", type=int, default=10, help="calls per arm per round (miss-overhead)")
     parser.add_argument("--burst", type=int, default=100, help="threads per burst (concurrent-misses)")
     parser.add_argument("--unknown-model-block", action="store_true", help="hit workloads: also time hits on " + UNKNOWN_MODEL)
@@ -519,12 +815,14 @@ def main(argv: list[str] | None = None) -> int:
                 **result,
             )
             return 0
+        settle()
         emit("ready", version=version, import_s=import_s, **setup)
         for line in sys.stdin:
             command = line.strip()
             idle = idle_cpu_ns()
             if command == "block":
                 block = workload.block()
+                settle()
                 check_no_network()
                 emit("block", idle_cpu_ns=idle, **block)
             elif command == "finish":

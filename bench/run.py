@@ -41,29 +41,38 @@ METHOD = (
     "upstream is llmstash's MockUpstream on 127.0.0.1 (TCP_NODELAY; no delay except in `concurrent-misses*`, where "
     "it takes 0.2 s so that every caller of a burst arrives while the first call is in flight); no traffic leaves "
     "the machine. Targets bound the p50, except for the `concurrent-misses*` counts, which pass only when every "
-    "burst meets the target (their p50 and p99 columns are the median and the worst burst)."
+    "burst meets the target (their p50 and p99 columns are the median and the worst burst). `async-hits-per-second` "
+    "is a rate, where higher is better: each round gathers 200 calls and is timed whole, and its p50 and p99 columns "
+    "are 200 divided by the median and by the p99 round time (so its p99 is the slow tail, the lower figure); a "
+    "target for a rate would be a floor. `memory-per-entry` times nothing: a fresh process reads its resident set "
+    "size (`/proc/self/statm`, after `gc.collect()`) before and after storing 100,000 distinct cached chat "
+    "completions, and the figure is the growth divided by the entries held."
 )
 LITELLM_METHOD = (
     "The LiteLLM columns measure LiteLLM in the same run, on the same kind of workload: `bench/litellm_runner.py`, run "
     "by the Python of LiteLLM's own venv (`.venv-litellm`, which `make bench` creates; LiteLLM is never installed beside "
     "llmstash), makes the same calls with `litellm.completion`/`acompletion(..., caching=True)` and `litellm.cache = "
-    'litellm.Cache()` (or `Cache(type="redis")`), with the same model name and messages, against an upstream of its '
-    "own of the same kind (a second MockUpstream; the harness counts its calls) and the same valkey-server. The two "
-    "libraries take turns: the runner sets up and warms up while the harness waits, then times one block of its calls "
-    "right after each of llmstash's blocks (a chunk of the interleaved rounds for `miss-overhead`, one burst for "
-    "`concurrent-misses`, one fresh process for `import`), so both meet the same machine state; neither ever runs while "
-    "the other is timing. Timing is the same (warm-up, per-call `perf_counter_ns`, GC off, quietest block); LiteLLM's "
-    "blocks are shorter (its calls take far longer). Every timed LiteLLM call that should be a hit is checked to have "
-    'come back with `_hidden_params["cache_hit"]` True and the first answer\'s id, and the runner refuses any '
-    "connection off 127.0.0.1. ratio = LiteLLM p50 / llmstash p50 (above 1: llmstash is faster, or for counts, LiteLLM "
-    "made that many times the upstream calls); — marks a workload without a LiteLLM twin, n/a a run where LiteLLM "
-    "could not be run, ERROR a LiteLLM run that failed a check (the notes say which). Both sides run with logging "
-    "disabled. The model name is `openai/gpt-4o-mini` for both (only a name: the upstream is the mock): LiteLLM prices "
-    "every answer, cache hits included, and a name missing from its cost map costs it much more per call (the "
-    "sync-hit note gives that figure); llmstash does no pricing. LiteLLM's version is pinned in the Makefile "
-    "(`LITELLM_SPEC`): 1.106.2 is what `pip install litellm` resolves to on the package index this was run against "
-    "(newer releases need a certifi the index does not have yet); its cache-hit path imports parts of "
-    "`litellm.proxy`, so the venv also gets fastapi, orjson and soundfile."
+    'litellm.Cache()` (or `Cache(type="redis")`, `Cache(type="disk")`), with the same model name and messages, against '
+    "an upstream of its own of the same kind (a second MockUpstream; the harness counts its calls) and the same "
+    "valkey-server. The two libraries take turns: the runner sets up and warms up while the harness waits, then times "
+    "one block of its calls right after each of llmstash's blocks (a chunk of the interleaved rounds for "
+    "`miss-overhead`, one burst for `concurrent-misses`, one fresh process for `import`; for `memory-per-entry`, its "
+    "whole store of 100,000 entries, in the runner's own fresh process, once llmstash's has exited), so both meet the "
+    "same machine state; neither ever runs while the other is timing. Timing is the same (warm-up, per-call "
+    "`perf_counter_ns`, GC off, quietest block); LiteLLM's blocks are shorter (its calls take far longer). Every timed "
+    'LiteLLM call that should be a hit is checked to have come back with `_hidden_params["cache_hit"]` True (for a '
+    "stream, on the stream object) and the first answer's id, and the runner refuses any connection off 127.0.0.1. "
+    "ratio = LiteLLM p50 / llmstash p50 (above 1: llmstash is faster or smaller, or for counts, LiteLLM made that many "
+    "times the upstream calls), except for the rate `async-hits-per-second` (higher is better), where ratio = llmstash "
+    "p50 / LiteLLM p50, so that above 1 there too means llmstash is ahead; — marks a workload without a LiteLLM twin, "
+    "n/a a run where LiteLLM could not be run, ERROR a LiteLLM run that failed a check (the notes say which). Both "
+    "sides run with logging disabled. The model name is `openai/gpt-4o-mini` for both (only a name: the upstream is the "
+    "mock): LiteLLM prices every answer, cache hits included, and a name missing from its cost map costs it much more "
+    "per call (the sync-hit note gives that figure); llmstash does no pricing. LiteLLM's version is pinned in the "
+    "Makefile (`LITELLM_SPEC`): 1.106.2 is what `pip install litellm` resolves to on the package index this was run "
+    "against (newer releases need a certifi the index does not have yet); its cache-hit path imports parts of "
+    "`litellm.proxy`, so the venv also gets fastapi, orjson and soundfile, besides redis and diskcache for its Redis "
+    "and disk caches."
 )
 
 
@@ -98,7 +107,8 @@ def _amount(value: float | None, unit: str, digits: int = 1) -> str:
 
 
 def litellm_cells(name: str, measured: Measurement | None) -> list[str]:
-    """LiteLLM p50, p99 and ratio (LiteLLM / llmstash p50)."""
+    """LiteLLM p50, p99 and ratio (LiteLLM / llmstash p50; llmstash / LiteLLM for a throughput):
+    above 1, llmstash is ahead."""
     if not WORKLOADS[name].twin:
         return ["—", "—", "—"]
     result = measured.litellm if measured is not None else None
@@ -111,7 +121,7 @@ def litellm_cells(name: str, measured: Measurement | None) -> list[str]:
     cells = [_amount(value, result.unit, result.digits) for value in (result.p50, result.p99)]
     ratio = "—"
     if measured is not None and result.p50 is not None and result.p50 > 0 and measured.p50 > 0 and result.unit == measured.unit:
-        value = result.p50 / measured.p50
+        value = measured.p50 / result.p50 if measured.higher_is_better else result.p50 / measured.p50
         ratio = f"{value:,.0f}x" if value >= 100 else f"{value:.1f}x"
     return [*cells, ratio]
 
@@ -119,7 +129,8 @@ def litellm_cells(name: str, measured: Measurement | None) -> list[str]:
 def row(name: str, measured: Measurement | None) -> list[str]:
     if measured is None:
         return [name, "—", "—", "—", "ERROR", *litellm_cells(name, measured)]
-    target = "—" if measured.target is None else f"≤ {measured.target:g} {measured.unit}"
+    bound = "≥" if measured.higher_is_better else "≤"
+    target = "—" if measured.target is None else f"{bound} {measured.target:g} {measured.unit}"
     p50, p99 = (_amount(value, measured.unit, measured.digits) for value in (measured.p50, measured.p99))
     return [name, p50, p99, target, measured.verdict, *litellm_cells(name, measured)]
 

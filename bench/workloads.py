@@ -4,13 +4,16 @@ decorating it with ``@workload("name")``; run.py picks it up, and ``--only name`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from common import (
     time_calls,
     workload,
 )
+from fixtures import big_prompt, entries_digest, text_sha256
 from llmstash.caching import Cache
 from llmstash.testing.servers import ValkeyServer
 from llmstash.testing.upstream import MockUpstream, reply_text, vector_for
@@ -63,6 +67,26 @@ LITELLM_MISS_ROUNDS = 8  # interleaved rounds per block (MISS_CHUNKS blocks) ...
 LITELLM_MISS_PER_ROUND = 10  # ... each with this many cached and this many uncached calls
 LITELLM_MISS_WARMUP = 20
 
+BIG_PROMPT_CHARS = 100 * 1024  # hit-100kb-prompt: one user message of this many characters
+BIG_HIT_CALLS = 1_000  # timed hits per block (~0.15 s at 150 µs: the key hashes the whole message)
+BIG_HIT_WARMUP = 200
+LITELLM_BIG_HIT_CALLS = 100  # ~4 ms each
+LITELLM_BIG_HIT_WARMUP = 30
+LITELLM_DISK_HIT_CALLS = 150  # ~2.5 ms each
+LITELLM_DISK_HIT_WARMUP = 100
+
+THROUGHPUT_TASKS = 200  # async-hits-per-second: identical calls gathered per round ...
+THROUGHPUT_ROUNDS = 40  # ... rounds per block (HIT_BLOCKS blocks; ~5 ms a round) ...
+THROUGHPUT_WARMUP = 10  # ... after this many warm-up rounds
+LITELLM_THROUGHPUT_ROUNDS = 3  # ~0.5 s a round
+LITELLM_THROUGHPUT_WARMUP = 1
+
+LITELLM_STREAM_CALLS = 40  # stream-hit: LiteLLM's replays per block (~15 ms each)
+LITELLM_STREAM_WARMUP = 10
+
+MEMORY_ENTRIES = 100_000  # memory-per-entry: cached completions stored ...
+MEMORY_CONTENT = 1_024  # ... each answering with this many characters
+
 
 def _twin_timed(blocks: list[list[int]], unit: str, notes: str) -> TwinResult:
     """LiteLLM's result for a timed workload: the quietest block, as for llmstash."""
@@ -72,25 +96,53 @@ def _twin_timed(blocks: list[list[int]], unit: str, notes: str) -> TwinResult:
     return TwinResult("ok", p50 / scale, p99 / scale, unit, notes=notes)
 
 
-def _hit_workload(cache: Cache, calls: int, use_async: bool, target: float | None, twin_name: str | None = None) -> Measurement:
+@dataclass(frozen=True)
+class HitOptions:
+    """How ``_hit_workload`` runs: the llmstash side's warm-up and messages, and the LiteLLM twin's
+    block size, warm-up, extra runner parameters and what its note says it used."""
+
+    messages: list[dict[str, str]] = field(default_factory=lambda: MESSAGES)
+    warmup: int = HIT_WARMUP
+    litellm_calls: int = LITELLM_HIT_CALLS
+    litellm_warmup: int = LITELLM_HIT_WARMUP
+    twin_params: dict[str, Any] = field(default_factory=dict)
+    litellm_what: str = ""
+    """What LiteLLM ran, for its note (e.g. its cache's type)."""
+
+
+def _hit_workload(
+    cache: Cache,
+    calls: int,
+    use_async: bool,
+    target: float | None,
+    twin_name: str | None = None,
+    options: HitOptions | None = None,
+) -> Measurement:
     """Time ``calls`` identical completions against ``cache`` after one miss stored the answer;
     with ``twin_name``, LiteLLM's twin runs a block of its own after each of llmstash's."""
+    opts = options or HitOptions()
     with local_upstream() as upstream, local_upstream() as litellm_upstream, active_cache(cache):
-        kwargs: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "api_base": upstream.base_url}
+        kwargs: dict[str, Any] = {"model": MODEL, "messages": opts.messages, "api_base": upstream.base_url}
         first = llmstash.completion(**kwargs)
         check(not first._hidden_params["cache_hit"], "the first call should have been a miss")
         hits_before = cache.stats()["hits"]
-        twin_params = {"base_url": litellm_upstream.base_url, "model": MODEL, "calls": LITELLM_HIT_CALLS}
-        twin_params |= {"warmup": LITELLM_HIT_WARMUP, "unknown_model_block": twin_name == "sync-hit"}
+        twin_params = {"base_url": litellm_upstream.base_url, "model": MODEL, "calls": opts.litellm_calls}
+        twin_params |= {"warmup": opts.litellm_warmup, "unknown_model_block": twin_name == "sync-hit", **opts.twin_params}
         litellm_blocks: list[list[int]] = []
+        disk_hits: list[int] = []
 
         with Twin(twin_name, **twin_params) as twin:
+            prompt = opts.messages[0]["content"]
+            if twin.ready is not None and twin.ready.get("prompt_sha256") != text_sha256(prompt):
+                twin.fail(f"LiteLLM's prompt ({twin.ready.get('prompt_chars')} characters) is not llmstash's ({len(prompt)})")
             litellm_calls_at_ready = litellm_upstream.call_count()
 
             def litellm_block() -> None:
                 block = twin.block()
                 if block is not None:
                     litellm_blocks.append(block["samples_ns"])
+                    if "disk_hits" in block:
+                        disk_hits.append(block["disk_hits"])
 
             if use_async:
 
@@ -98,7 +150,7 @@ def _hit_workload(cache: Cache, calls: int, use_async: bool, target: float | Non
                     async def call() -> object:
                         return await llmstash.acompletion(**kwargs)
 
-                    await atime_calls(call, HIT_WARMUP)
+                    await atime_calls(call, opts.warmup)
                     timed = []
                     for _ in range(HIT_BLOCKS):
                         timed.append(await atime_calls(call, calls))
@@ -111,7 +163,7 @@ def _hit_workload(cache: Cache, calls: int, use_async: bool, target: float | Non
                 def call() -> object:
                     return llmstash.completion(**kwargs)
 
-                time_calls(call, HIT_WARMUP)
+                time_calls(call, opts.warmup)
                 blocks = []
                 for _ in range(HIT_BLOCKS):
                     blocks.append(time_calls(call, calls))
@@ -122,12 +174,15 @@ def _hit_workload(cache: Cache, calls: int, use_async: bool, target: float | Non
 
             def litellm_result() -> TwinResult:
                 check(litellm_timed_calls == 0, f"{litellm_timed_calls} of LiteLLM's timed calls reached the upstream")
+                n = opts.litellm_calls
                 pooled = percentile([ns / 1000 for block in litellm_blocks for ns in block], 50)
                 notes = (
-                    f"quietest of {len(litellm_blocks)} blocks of {LITELLM_HIT_CALLS:,} calls, each block run right after one "
-                    f"of llmstash's; p50 over all {len(litellm_blocks) * LITELLM_HIT_CALLS:,} calls {pooled:,.1f} µs; every timed "
+                    f"{opts.litellm_what}quietest of {len(litellm_blocks)} blocks of {n:,} calls, each block run right after "
+                    f"one of llmstash's; p50 over all {len(litellm_blocks) * n:,} calls {pooled:,.1f} µs; every timed "
                     "call came back with `cache_hit` True and the first answer's id, and none reached the upstream"
                 )
+                if disk_hits:
+                    notes += f"; diskcache's own hit counter rose by {', '.join(map(str, disk_hits))} in its blocks (every hit read the disk)"
                 if final and "unknown_model" in final:
                     unknown = final["unknown_model"]
                     notes += (
@@ -140,7 +195,9 @@ def _hit_workload(cache: Cache, calls: int, use_async: bool, target: float | Non
         last = llmstash.completion(**kwargs)
         check(last._hidden_params["cache_hit"] and last.id == first.id, "the calls were not answered from the cache")
         check(upstream.call_count() == 1, f"the upstream got {upstream.call_count()} calls; only the first should reach it")
-        check(cache.stats()["hits"] - hits_before == HIT_WARMUP + HIT_BLOCKS * calls + 1, "not every timed call was a cache hit")
+        sent = upstream.calls[0].body["messages"]
+        check(sent == opts.messages, "the upstream did not get the workload's messages")
+        check(cache.stats()["hits"] - hits_before == opts.warmup + HIT_BLOCKS * calls + 1, "not every timed call was a cache hit")
         check(cache.stats()["errors"] == 0, f"the cache reported errors: {cache.stats()}")
     p50, p99 = p50_p99_us(quietest(blocks))
     pooled = percentile([ns / 1000 for block in blocks for ns in block], 50)
@@ -192,13 +249,110 @@ def async_hit() -> Measurement:
     return _hit_workload(Cache(), HIT_CALLS, use_async=True, target=40, twin_name="async-hit")
 
 
-@workload("disk-hit")
+@workload("hit-100kb-prompt", twin=True)
+def hit_100kb_prompt() -> Measurement:
+    """`llmstash.completion(...)` answered from the in-memory cache, the prompt one user message of 102,400 characters of text; LiteLLM: `litellm.completion(..., caching=True)` with `litellm.cache = litellm.Cache()`, the same message."""
+    messages = [{"role": "user", "content": big_prompt(BIG_PROMPT_CHARS)}]
+    options = HitOptions(
+        messages=messages,
+        warmup=BIG_HIT_WARMUP,
+        litellm_calls=LITELLM_BIG_HIT_CALLS,
+        litellm_warmup=LITELLM_BIG_HIT_WARMUP,
+        twin_params={"prompt_bytes": BIG_PROMPT_CHARS},
+        litellm_what=f"the same {BIG_PROMPT_CHARS:,}-character message (SHA-256 compared); ",
+    )
+    measured = _hit_workload(Cache(), BIG_HIT_CALLS, use_async=False, target=None, twin_name="hit-100kb-prompt", options=options)
+    return dataclasses.replace(measured, notes=f"a {BIG_PROMPT_CHARS:,}-character user message; {measured.notes}")
+
+
+def _hits_per_second(round_ns: list[int], tasks: int) -> tuple[float, float]:
+    """Hits/s at the median and at the p99 round time (the slow tail) of rounds of ``tasks`` hits."""
+    return tasks / (percentile(round_ns, 50) / 1e9), tasks / (percentile(round_ns, 99) / 1e9)
+
+
+@workload("async-hits-per-second", twin=True)
+def async_hits_per_second() -> Measurement:
+    """Cache hits per second (higher is better) in rounds of `asyncio.gather` of 200 identical `llmstash.acompletion(...)` calls in one event loop, answered from the in-memory cache; LiteLLM: the same 200 `litellm.acompletion(..., caching=True)` calls with `litellm.cache = litellm.Cache()`."""
+    cache = Cache()
+    clock = time.perf_counter_ns
+    litellm_blocks: list[list[int]] = []
+    with local_upstream() as upstream, local_upstream() as litellm_upstream, active_cache(cache):
+        kwargs: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "api_base": upstream.base_url}
+        twin_params = {"base_url": litellm_upstream.base_url, "model": MODEL, "tasks": THROUGHPUT_TASKS}
+        twin_params |= {"rounds": LITELLM_THROUGHPUT_ROUNDS, "warmup": LITELLM_THROUGHPUT_WARMUP}
+        with Twin("async-hits-per-second", **twin_params) as twin:
+            litellm_calls_at_ready = litellm_upstream.call_count()
+
+            async def measure() -> list[list[int]]:
+                first = await llmstash.acompletion(**kwargs)
+                check(not first._hidden_params["cache_hit"], "the first call should have been a miss")
+                hits_before = cache.stats()["hits"]
+
+                async def rounds(n: int) -> list[int]:
+                    samples = [0] * n
+                    with gc_paused():
+                        for i in range(n):
+                            start = clock()
+                            results = await asyncio.gather(*(llmstash.acompletion(**kwargs) for _ in range(THROUGHPUT_TASKS)))
+                            samples[i] = clock() - start
+                            bad = [r for r in results if not r._hidden_params["cache_hit"] or r.id != first.id]
+                            check(not bad, f"{len(bad)} of a round's {THROUGHPUT_TASKS} calls were not hits on the stored answer")
+                    return samples
+
+                await rounds(THROUGHPUT_WARMUP)
+                blocks = []
+                for _ in range(HIT_BLOCKS):
+                    blocks.append(await rounds(THROUGHPUT_ROUNDS))
+                    if (block := twin.block()) is not None:  # blocks this loop while LiteLLM's runs
+                        litellm_blocks.append(block["round_ns"])
+                hits = cache.stats()["hits"] - hits_before
+                expected = THROUGHPUT_TASKS * (THROUGHPUT_WARMUP + HIT_BLOCKS * THROUGHPUT_ROUNDS)
+                check(hits == expected, f"the cache counted {hits} hits, expected {expected}")
+                return blocks
+
+            blocks = asyncio.run(measure())
+            litellm_timed_calls = litellm_upstream.call_count() - litellm_calls_at_ready
+            twin.finish()
+
+            def litellm_result() -> TwinResult:
+                check(litellm_timed_calls == 0, f"{litellm_timed_calls} of LiteLLM's timed calls reached the upstream")
+                check(len(litellm_blocks) == HIT_BLOCKS, f"LiteLLM ran {len(litellm_blocks)} of {HIT_BLOCKS} blocks")
+                p50, p99 = _hits_per_second(quietest(litellm_blocks), THROUGHPUT_TASKS)
+                pooled, _ = _hits_per_second([ns for block in litellm_blocks for ns in block], THROUGHPUT_TASKS)
+                rounds = len(litellm_blocks) * LITELLM_THROUGHPUT_ROUNDS
+                notes = (
+                    f"quietest of {len(litellm_blocks)} blocks of {LITELLM_THROUGHPUT_ROUNDS} rounds of {THROUGHPUT_TASKS} "
+                    f"calls, each block run right after one of llmstash's; over all {rounds} rounds {pooled:,.0f} hits/s; every "
+                    "call came back with `cache_hit` True and the first answer's id, and none reached the upstream"
+                )
+                return TwinResult("ok", p50, p99, "hits/s", digits=0, notes=notes)
+
+            litellm = twin.outcome(litellm_result)
+        check(upstream.call_count() == 1, f"the upstream got {upstream.call_count()} calls; only the first should reach it")
+        check(cache.stats()["errors"] == 0, f"the cache reported errors: {cache.stats()}")
+    p50, p99 = _hits_per_second(quietest(blocks), THROUGHPUT_TASKS)
+    pooled, _ = _hits_per_second([ns for block in blocks for ns in block], THROUGHPUT_TASKS)
+    round_us = percentile(quietest(blocks), 50) / 1000
+    notes = (
+        f"quietest of {HIT_BLOCKS} blocks of {THROUGHPUT_ROUNDS} rounds, each round one `asyncio.gather` of "
+        f"{THROUGHPUT_TASKS} calls timed whole (median round {round_us:,.0f} µs); over all "
+        f"{HIT_BLOCKS * THROUGHPUT_ROUNDS} rounds {pooled:,.0f} hits/s; the p99 column is the rate at the p99 round time"
+    )
+    return Measurement(p50, p99, "hits/s", notes=notes, digits=0, litellm=litellm, higher_is_better=True)
+
+
+@workload("disk-hit", twin=True)
 def disk_hit() -> Measurement:
-    """`llmstash.completion(...)` answered from the disk cache (`Cache(type="disk")`, temp dir)."""
+    """`llmstash.completion(...)` answered from the disk cache (`Cache(type="disk")`, temp dir); LiteLLM: `litellm.Cache(type="disk", disk_cache_dir=<temp dir>)` (diskcache)."""
+    options = HitOptions(
+        litellm_calls=LITELLM_DISK_HIT_CALLS,
+        litellm_warmup=LITELLM_DISK_HIT_WARMUP,
+        litellm_what='`litellm.Cache(type="disk", disk_cache_dir=<a temporary directory>)`, on diskcache; ',
+    )
     with tempfile.TemporaryDirectory(prefix="llmstash-bench-") as directory:
         cache = Cache(type="disk", disk_cache_dir=directory)
         try:
-            return _hit_workload(cache, DISK_HIT_CALLS, use_async=False, target=None)
+            return _hit_workload(cache, DISK_HIT_CALLS, use_async=False, target=None, twin_name="disk-hit", options=options)
         finally:
             cache.close()
 
@@ -583,25 +737,56 @@ def _stream_text(chunks: list[Any]) -> str:
     return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
 
 
-@workload("stream-hit")
+@workload("stream-hit", twin=True)
 def stream_hit() -> Measurement:
-    """`list(llmstash.completion(..., stream=True))` answered from the in-memory cache: a cached stream replayed and fully read."""
+    """`list(llmstash.completion(..., stream=True))` answered from the in-memory cache: a cached stream replayed and fully read; LiteLLM: `list(litellm.completion(..., stream=True, caching=True))` with `litellm.cache = litellm.Cache()`."""
     cache = Cache()
-    with local_upstream() as upstream, active_cache(cache):
+    litellm_blocks: list[list[int]] = []
+    with local_upstream() as upstream, local_upstream() as litellm_upstream, active_cache(cache):
         kwargs: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "api_base": upstream.base_url, "stream": True}
-        live: list[Any] = list(llmstash.completion(**kwargs))  # the miss: streamed from the upstream and stored once complete
-        check(
-            bool(live) and not any(chunk._hidden_params["cache_hit"] for chunk in live),
-            "the first stream should have been a miss",
-        )
-        check(cache.stats()["writes"] == 1, f"the streamed answer was not stored: {cache.stats()}")
-        hits_before = cache.stats()["hits"]
+        twin_params = {"base_url": litellm_upstream.base_url, "model": MODEL, "calls": LITELLM_STREAM_CALLS}
+        with Twin("stream-hit", warmup=LITELLM_STREAM_WARMUP, **twin_params) as twin:
+            ready = twin.ready
+            if ready is not None and ready["text"] != reply_text(MESSAGES[0]["content"]):
+                twin.fail(f"LiteLLM's streamed answer {ready['text']!r:.200} is not the upstream's")
+            if ready is not None and litellm_upstream.call_count() < 1:
+                twin.fail("LiteLLM's first stream did not reach the upstream")
+            litellm_calls_at_ready = litellm_upstream.call_count()
+            live: list[Any] = list(llmstash.completion(**kwargs))  # the miss: streamed from the upstream, stored once complete
+            check(
+                bool(live) and not any(chunk._hidden_params["cache_hit"] for chunk in live),
+                "the first stream should have been a miss",
+            )
+            check(cache.stats()["writes"] == 1, f"the streamed answer was not stored: {cache.stats()}")
+            hits_before = cache.stats()["hits"]
 
-        def call() -> object:
-            return list(llmstash.completion(**kwargs))
+            def call() -> object:
+                return list(llmstash.completion(**kwargs))
 
-        time_calls(call, HIT_WARMUP)
-        blocks = [time_calls(call, STREAM_CALLS) for _ in range(HIT_BLOCKS)]
+            time_calls(call, HIT_WARMUP)
+            blocks = []
+            for _ in range(HIT_BLOCKS):
+                blocks.append(time_calls(call, STREAM_CALLS))
+                if (block := twin.block()) is not None:
+                    litellm_blocks.append(block["samples_ns"])
+            litellm_timed_calls = litellm_upstream.call_count() - litellm_calls_at_ready
+            twin.finish()
+
+            def litellm_result() -> TwinResult:
+                assert ready is not None
+                check(litellm_timed_calls == 0, f"{litellm_timed_calls} of LiteLLM's timed replays reached the upstream")
+                pooled = percentile([ns / 1000 for block in litellm_blocks for ns in block], 50)
+                notes = (
+                    f"quietest of {len(litellm_blocks)} blocks of {LITELLM_STREAM_CALLS:,} replays of "
+                    f"{ready['replay_chunks']} chunks (the answer streamed live as {ready['live_chunks']}), each block run "
+                    f"right after one of llmstash's; p50 over all {len(litellm_blocks) * LITELLM_STREAM_CALLS:,} replays "
+                    f"{pooled:,.1f} µs; every timed replay came back marked `cache_hit` True (on the stream wrapper's "
+                    "`_hidden_params`: LiteLLM does not mark the chunks), with the first answer's id on every chunk and its "
+                    "text, and none reached the upstream"
+                )
+                return _twin_timed(litellm_blocks, "µs", notes)
+
+            litellm = twin.outcome(litellm_result)
 
         replay: list[Any] = list(llmstash.completion(**kwargs))
         check(all(chunk._hidden_params["cache_hit"] for chunk in replay), "a replayed chunk was not marked as a cache hit")
@@ -621,7 +806,7 @@ def stream_hit() -> Measurement:
         f"quietest of {HIT_BLOCKS} blocks of {STREAM_CALLS:,} replays of {len(replay)} chunks (a {words}-word answer "
         f"streamed as {len(live)} chunks); p50 over all {HIT_BLOCKS * STREAM_CALLS:,} replays {pooled:.1f} µs"
     )
-    return Measurement(p50, p99, "µs", target=None, notes=notes)
+    return Measurement(p50, p99, "µs", target=None, notes=notes, litellm=litellm)
 
 
 # ----- Redis ------------------------------------------------------------------------------------
@@ -725,3 +910,66 @@ def redis_local_tier_hit() -> Measurement:
     hits, _, note, _ = _redis_hit({"local_tier_ttl": 60})
     p50, p99 = p50_p99_us(quietest(hits))
     return Measurement(p50, p99, "µs", notes=note)
+
+
+# ----- memory -----------------------------------------------------------------------------------
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:,.1f} MB"
+
+
+@workload("memory-per-entry", twin=True)
+def memory_per_entry() -> Measurement:
+    """Resident bytes per cached chat completion (a 1,024-character answer) with 100,000 of them in the in-memory cache (`Cache()`), measured in a fresh process; LiteLLM: the same in `litellm.Cache()`, with its entry cap raised to 100,000 (as it comes it keeps 200)."""
+    n, size = MEMORY_ENTRIES, MEMORY_CONTENT
+    with Twin("memory-per-entry", model=MODEL, entries=n, content_bytes=size) as twin:
+        if twin.ready is not None and twin.ready.get("digest") != entries_digest(n, size):
+            twin.fail("LiteLLM's entries are not the ones llmstash stores")
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "memory_child.py"), "--entries", str(n), "--content-bytes", str(size)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        check(out.returncode == 0, f"bench/memory_child.py failed: {out.stderr.strip()[-2000:]}")
+        child = json.loads(out.stdout.strip().splitlines()[-1])
+        check(child["digest"] == entries_digest(n, size), "bench/memory_child.py stored other entries than asked")
+        check(child["held"] == n, f"llmstash's cache holds {child['held']} of the {n:,} entries stored")
+        grown = child["rss_after"] - child["rss_before"]
+        check(grown > n * size, f"RSS grew by {grown:,} bytes: less than the {n:,} answers' {n * size:,} characters")
+        block = twin.block()  # LiteLLM's process, which stores its entries now that llmstash's child is gone
+        final = twin.finish()
+
+        def litellm_result() -> TwinResult:
+            assert block is not None and final is not None
+            held = block["held"]
+            check(held == n, f"LiteLLM's cache holds {held:,} of the {n:,} entries stored")
+            litellm_grown = block["rss_after"] - block["rss_before"]
+            check(litellm_grown > n * size, f"LiteLLM's RSS grew by {litellm_grown:,} bytes, less than the answers' size")
+            notes = (
+                f"`litellm.Cache()` as it comes keeps at most {final['default_cap']} entries in memory (its InMemoryCache's "
+                f"`max_size_in_memory`, which `Cache()` does not take): storing the same {n:,} entries in one left it "
+                f"holding {final['default_held']:,}; so the figure is for a `litellm.Cache()` with "
+                f"`litellm.cache.cache.max_size_in_memory = {n}`, which held all {n:,}: RSS {_mb(block['rss_before'])} before, "
+                f"{_mb(block['rss_after'])} after ({block['seconds']:.1f} s), in the runner's own fresh process; an entry is the "
+                f"response as a {block['stored_chars']:,}-character JSON string in a dict with a timestamp, plus a TTL and an "
+                "expiry-heap item; stored with `litellm.cache.add_cache(response, model=..., messages=...)` (what its "
+                "completion path calls), the response a ModelResponse from `litellm.completion(..., mock_response=...)`; "
+                "sampled entries then answered `litellm.completion(..., caching=True)` as hits with their own answers"
+            )
+            return TwinResult("ok", litellm_grown / held, None, "bytes", digits=0, notes=notes)
+
+        litellm = twin.outcome(litellm_result)
+    notes = (
+        f"RSS ({child['rss_source']}, read after `gc.collect()`) {_mb(child['rss_before'])} before, {_mb(child['rss_after'])} "
+        f"after storing {n:,} entries ({child['seconds']:.1f} s) in a fresh process, all {n:,} held; an entry is stored as "
+        f"{child['stored_bytes']:,} bytes (the envelope with the response's JSON), and the cache charges "
+        f"{child['charged_bytes'] / n:,.0f} bytes per entry against `max_memory_bytes`; stored with "
+        "`Cache.add_cache(response, model=..., messages=...)`, which writes what a completion call with those arguments "
+        "writes, the response a ModelResponse from `llmstash.completion(..., mock_response=...)` (no HTTP) with a distinct "
+        f"{size:,}-character answer per entry; sampled entries then answered `llmstash.completion(...)` as hits with their "
+        "own answers (see bench/memory_child.py)"
+    )
+    return Measurement(grown / n, None, "bytes", notes=notes, digits=0, litellm=litellm)

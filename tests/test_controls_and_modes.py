@@ -628,3 +628,14 @@ def test_custom_key_function_is_namespaced_the_same_in_calls_and_direct_access(u
     assert response._hidden_params["cache_key"] == "team:t1:my-key-q1"
     assert cache.get_cache(**kwargs, cache={"namespace": "t1"}).id == response.id
     assert cache.get_cache(**kwargs) is None  # another namespace
+
+
+def test_flushing_a_namespace_leaves_a_namespace_with_a_colon_alone():
+    outer = Cache(namespace="a")
+    outer.add_cache("outer", cache_key=outer.get_cache_key(model="m", messages=[], mock_response="x"))
+    colon = Cache(namespace="a:b")
+    colon.storage = outer.storage  # one backend, two tenants
+    colon_key = colon.get_cache_key(model="m", messages=[], mock_response="x")
+    colon.add_cache("colon", cache_key=colon_key)
+    outer.flush_cache()
+    assert colon.get_cache(cache_key=colon_key) == "colon"

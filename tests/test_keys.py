@@ -415,7 +415,7 @@ def test_lone_surrogate_through_cache_and_call() -> None:
 @SETTINGS
 @given(key=st.text(min_size=1, max_size=20), namespaces=st.lists(st.none() | st.text(max_size=8), max_size=4))
 def test_with_namespace_prefixes(key: str, namespaces: list[str | None]) -> None:
-    used = [ns for ns in namespaces if ns]
+    used = [ns.replace("%", "%25").replace(":", "%3A") for ns in namespaces if ns]  # a ":" inside is escaped
     assert with_namespace(key, *namespaces) == ":".join([*used, key])
 
 
@@ -562,3 +562,11 @@ def test_malformed_envelopes_are_corrupt(raw: bytes) -> None:
 def test_encode_refuses_non_json() -> None:
     with pytest.raises(TypeError):
         encode("value", {"x": object()}, 1.0, None)
+
+
+def test_a_colon_inside_a_namespace_cannot_reach_a_nested_namespace():
+    from llmstash._core.keys import with_namespace
+
+    assert with_namespace("k", "a:b") != with_namespace("k", "a", "b")
+    assert with_namespace("k", "a%3Ab") != with_namespace("k", "a:b")
+    assert with_namespace("k", "prod", "tenant-a") == "prod:tenant-a:k"

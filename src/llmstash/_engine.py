@@ -163,6 +163,15 @@ async def _aland(flight: TaskFlight | _AsyncLanding | None, result: bytes | None
             await flight.release()
 
 
+def _shareable(data: dict[str, Any]) -> bytes | None:
+    """The answer for the flight's waiters, or None (they fetch their own) when JSON cannot carry
+    it (a lone surrogate in a mock_response): sharing it must not fail the leader's call."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return None
+
+
 def _lock_seconds(deadline: float) -> float:
     return max(1.0, min(LOCK_SECONDS, _remaining(deadline)))
 
@@ -225,7 +234,7 @@ def _fetch(call: Call, flight: Flight | _Landing | None) -> Any:
         answer = response(call, data, False)
         call.store(answer)
         if flight is not None:
-            result = orjson.dumps(data)
+            result = _shareable(data)
     except Exception as exc:
         call.events.sync(None, False, exc)
         raise
@@ -252,7 +261,7 @@ def _open_stream(call: Call, flight: Flight | _Landing | None) -> ResponseStream
             if data is not None:
                 answer = response(call, data, False)
                 call.store(answer)
-                result = orjson.dumps(data)
+                result = _shareable(data)
                 call.events.sync(answer, False)
             elif error is not None:
                 call.events.sync(None, False, error)
@@ -346,7 +355,7 @@ async def _afetch(call: Call, flight: TaskFlight | _AsyncLanding | None) -> Any:
         answer = response(call, data, False)
         await call.astore(answer)
         if flight is not None:
-            result = orjson.dumps(data)
+            result = _shareable(data)
     except Exception as exc:
         await call.events.asynchronous(None, False, exc)
         raise
@@ -371,7 +380,7 @@ async def _aopen_stream(call: Call, flight: TaskFlight | _AsyncLanding | None) -
             if data is not None:
                 answer = response(call, data, False)
                 await call.astore(answer)
-                result = orjson.dumps(data)
+                result = _shareable(data)
                 await call.events.asynchronous(answer, False)
             elif error is not None:
                 await call.events.asynchronous(None, False, error)

@@ -12,6 +12,8 @@ from llmstash._streaming import as_async
 from llmstash.exceptions import ConfigurationError
 from llmstash.providers import http, mock
 
+MAX_TIMEOUT = 1e9
+"""Longer timeouts (inf) are cut to this (~32 years): sockets and locks cannot wait longer."""
 NOT_IN_BODY = frozenset({"extra_body", "mock_response", "stream", "stream_options"})
 """Keyed or streaming parameters that are not copied into the body as they are."""
 
@@ -20,9 +22,9 @@ def timeout(request: Request) -> float:
     value = request.params.get("timeout", request.params.get("request_timeout"))
     if value is None:
         return http.DEFAULT_TIMEOUT
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:  # not > 0: NaN too
         raise ConfigurationError(f"timeout must be a positive number of seconds, got {value!r}")
-    return float(value)
+    return float(min(value, MAX_TIMEOUT))
 
 
 def _headers(request: Request) -> dict[str, str] | None:

@@ -157,9 +157,15 @@ def item_keys(family: str, model: str, endpoint: str | None, params: dict[str, A
     return keys
 
 
+def _escape(namespace: str) -> str:
+    return namespace.replace("%", "%25").replace(":", "%3A")
+
+
 def with_namespace(key: str, *namespaces: str | None) -> str:
-    """Prefix a key with its namespaces, outermost first: ``"prod:tenant-a:<key>"``."""
-    prefix = ":".join(ns for ns in namespaces if ns)
+    """Prefix a key with its namespaces, outermost first: ``"prod:tenant-a:<key>"``. A ``:`` inside
+    a namespace is escaped (``%3A``), so namespace ``"a:b"`` never shares keys with ``"a"`` nested
+    with ``"b"``."""
+    prefix = ":".join(_escape(ns) for ns in namespaces if ns)
     return f"{prefix}:{key}" if prefix else key
 
 

@@ -63,11 +63,14 @@ def check_seconds(name: str, value: Any) -> float | None:
     """``value`` as a non-negative number of seconds (None passes through)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
         raise ConfigurationError(f"{name} must be a number of seconds >= 0 or None, got {value!r}")
     if value < 0:
         raise ConfigurationError(f"{name} must be >= 0 seconds, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float range: as long as inf
+        return math.inf
 
 
 def _check_bool(name: str, value: Any) -> bool:

@@ -9,8 +9,10 @@ flushed on ``close()`` and at interpreter exit, and reads in this process see bu
 Bounded time when Redis is down or stalled: connect timeout 0.25 s, socket timeout 0.5 s, one
 immediate retry on a dropped connection (a restarted server), and after a failure the backend
 skips Redis for 0.5 s (each skipped operation fails at once, so calls go upstream without
-waiting); then it tries again and resumes when Redis answers. Override the timeouts with
-``socket_timeout=`` and ``socket_connect_timeout=``.
+waiting); then it tries again and resumes when Redis answers. An async operation is also cut
+off after two socket timeouts plus the connect timeout: redis-py's async cluster client queues
+concurrent operations behind one stalled node. Override the timeouts with ``socket_timeout=``
+and ``socket_connect_timeout=``.
 
 Cross-process single flight: ``try_lock``/``unlock`` take a short lock per key (``SET NX PX``
 with a random token; released only by its owner, by a compare-and-delete script).
@@ -43,6 +45,8 @@ CONNECT_TIMEOUT = 0.25
 SOCKET_TIMEOUT = 0.5
 RETRY_AFTER = 0.5
 """Seconds Redis is skipped after a connection failure."""
+MAX_PX = 2**62
+"""Longest expiry (ms) given to Redis, which refuses one past LLONG_MAX ms from now."""
 
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
@@ -58,6 +62,29 @@ def _import_redis() -> Any:
     except ImportError:
         raise ImportError('Cache(type="redis") needs redis-py: pip install "llmstash[redis]"') from None
     return redis
+
+
+class _HideCommandArguments(logging.Filter):
+    """redis-py's cluster client logs a failed command with its arguments (logger ``redis.cluster``,
+    DEBUG): keys and values, which can hold prompts (custom keys) and answers. The record keeps the
+    command's name; its arguments are hidden."""
+
+    marker = " received for command "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        start, end = message.find(self.marker), message.rfind(", on node ")
+        if start >= 0 and end > start:
+            head = message[: start + len(self.marker)]
+            name = message[len(head) : end].split(" ", 1)[0]
+            record.msg, record.args = f"{head}{name} <arguments hidden by llmstash>{message[end:]}", ()
+        return True
+
+
+_HIDE_COMMAND_ARGUMENTS = _HideCommandArguments()
 
 
 def _client_parameters() -> frozenset[str]:
@@ -121,6 +148,8 @@ class RedisStorage(Storage):
             **(client_kwargs or {}),
         }
         self.settings = {k: v for k, v in settings.items() if v is not None}
+        socket_timeout, connect_timeout = self.settings.get("socket_timeout"), self.settings.get("socket_connect_timeout", 0)
+        self._async_limit = None if socket_timeout is None else 2 * socket_timeout + connect_timeout
         self.flush_size = redis_flush_size
         self._pending: dict[str, tuple[bytes, float | None]] = {}
         self._pending_lock = threading.Lock()
@@ -128,6 +157,9 @@ class RedisStorage(Storage):
         self._client_lock = threading.Lock()
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._down_until = 0.0
+        self._unreleased: dict[str, str] = {}
+        """Single-flight locks (key: token) whose release failed; released before the next lock."""
+        self._unreleased_lock = threading.Lock()
         if redis_flush_size is not None:
             _flush_at_exit.add(self)
 
@@ -174,6 +206,9 @@ class RedisStorage(Storage):
             for name in ("db", "host", "port"):
                 settings.pop(name, None)
             nodes = [cluster.ClusterNode(host, port) for host, port in self.startup_nodes]
+            cluster_logger = logging.getLogger("redis.cluster")
+            if _HIDE_COMMAND_ARGUMENTS not in cluster_logger.filters:
+                cluster_logger.addFilter(_HIDE_COMMAND_ARGUMENTS)
             return cluster.RedisCluster(startup_nodes=nodes, **settings)
         if self.url is not None:
             for name in ("host", "port"):
@@ -202,9 +237,12 @@ class RedisStorage(Storage):
             raise CacheBackendError("redis was unreachable moments ago; skipping it briefly")
 
     def _guard(self, exc: Exception) -> CacheBackendError:
-        """Note a failure; connection trouble makes the backend skip Redis for a moment."""
+        """Note a failure; connection trouble (or a cluster that is down: redis-py sleeps and retries
+        then) makes the backend skip Redis for a moment."""
         redis = _import_redis()
-        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
+        errors = redis.exceptions
+        down = (errors.ConnectionError, errors.TimeoutError, OSError, errors.ClusterDownError, errors.RedisClusterException)
+        if isinstance(exc, down):
             self._down_until = time.monotonic() + RETRY_AFTER
         return CacheBackendError(f"redis {type(exc).__name__}")
 
@@ -220,7 +258,8 @@ class RedisStorage(Storage):
     async def _acall(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         self._check_up()
         try:
-            result = await getattr(self.async_client(), operation)(*args, **kwargs)
+            async with asyncio.timeout(self._async_limit):
+                result = await getattr(self.async_client(), operation)(*args, **kwargs)
         except Exception as exc:
             raise self._guard(exc) from exc
         self._down_until = 0.0
@@ -230,7 +269,9 @@ class RedisStorage(Storage):
 
     @staticmethod
     def _px(ttl: float | None) -> int | None:
-        return None if ttl is None else max(1, int(ttl * 1000))
+        if ttl is None or not ttl * 1000 < MAX_PX:  # too long for Redis (or inf): the envelope's expiry governs
+            return None
+        return max(1, int(ttl * 1000))
 
     def _buffered(self, key: str) -> bytes | None:
         if not self._pending:
@@ -268,7 +309,8 @@ class RedisStorage(Storage):
         try:
             pipe = self.async_client().pipeline(transaction=False)
             self._pipeline_writes(pipe, items)
-            await pipe.execute()
+            async with asyncio.timeout(self._async_limit):
+                await pipe.execute()
         except Exception as exc:
             raise self._guard(exc) from exc
 
@@ -395,8 +437,29 @@ class RedisStorage(Storage):
         writes are buffered (``redis_flush_size``); single flight within the process still works."""
         return self.flush_size is None
 
+    def _failed_release(self, key: str, token: str) -> None:
+        # left alone, the lock would hold every process's identical calls until it expires
+        with self._unreleased_lock:
+            self._unreleased[key] = token
+
+    def _released(self, key: str, token: str) -> None:
+        with self._unreleased_lock:
+            if self._unreleased.get(key) == token:
+                del self._unreleased[key]
+
+    def _release_unreleased(self) -> None:
+        for key, token in list(self._unreleased.items()):
+            self._call("eval", _UNLOCK, 1, LOCK_PREFIX + key, token)
+            self._released(key, token)
+
+    async def _arelease_unreleased(self) -> None:
+        for key, token in list(self._unreleased.items()):
+            await self._acall("eval", _UNLOCK, 1, LOCK_PREFIX + key, token)
+            self._released(key, token)
+
     def try_lock(self, key: str, seconds: float) -> str | None:
         """A token if this process now holds the lock on ``key`` for ``seconds``, else None."""
+        self._release_unreleased()
         token = secrets.token_hex(8)
         acquired = self._call("set", LOCK_PREFIX + key, token, nx=True, px=max(1, int(seconds * 1000)))
         return token if acquired else None
@@ -405,9 +468,14 @@ class RedisStorage(Storage):
         return bool(self._call("exists", LOCK_PREFIX + key))
 
     def unlock(self, key: str, token: str) -> None:
-        self._call("eval", _UNLOCK, 1, LOCK_PREFIX + key, token)
+        try:
+            self._call("eval", _UNLOCK, 1, LOCK_PREFIX + key, token)
+        except CacheBackendError:
+            self._failed_release(key, token)
+            raise
 
     async def atry_lock(self, key: str, seconds: float) -> str | None:
+        await self._arelease_unreleased()
         token = secrets.token_hex(8)
         acquired = await self._acall("set", LOCK_PREFIX + key, token, nx=True, px=max(1, int(seconds * 1000)))
         return token if acquired else None
@@ -416,7 +484,11 @@ class RedisStorage(Storage):
         return bool(await self._acall("exists", LOCK_PREFIX + key))
 
     async def aunlock(self, key: str, token: str) -> None:
-        await self._acall("eval", _UNLOCK, 1, LOCK_PREFIX + key, token)
+        try:
+            await self._acall("eval", _UNLOCK, 1, LOCK_PREFIX + key, token)
+        except CacheBackendError:
+            self._failed_release(key, token)
+            raise
 
 
 _flush_at_exit: set[RedisStorage] = set()

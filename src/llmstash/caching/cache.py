@@ -444,6 +444,7 @@ class Cache:
         except Exception as exc:
             self._failed("read", key, exc)
             return None
+        self._counters.add("hits" if entry is not None else "misses")  # as a failed read counts a miss
         return _value_of(entry)
 
     async def async_add_cache(self, result: Any, *args: Any, cache_key: str | None = None, **kwargs: Any) -> None:
@@ -466,6 +467,7 @@ class Cache:
         except Exception as exc:
             self._failed("read", key, exc)
             return None
+        self._counters.add("hits" if entry is not None else "misses")  # as a failed read counts a miss
         return _value_of(entry)
 
     def delete_cache(self, cache_key: str) -> None:
@@ -475,7 +477,7 @@ class Cache:
     def flush_cache(self) -> None:
         """Remove this cache's entries: those in its namespace, or all of the backend's entries
         when it has no namespace. Raises CacheBackendError when the backend cannot do it."""
-        self.storage.clear(f"{self.namespace}:" if self.namespace else "")
+        self.storage.clear(with_namespace("", self.namespace))
 
     def record(self, counter: str) -> None:
         """Add one to a counter of :meth:`stats` (the call layer records ``coalesced`` waits)."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from llmstash.exceptions import APIConnectionError, APIError, Timeout, error_for_status
+from llmstash.exceptions import APIConnectionError, APIError, ConfigurationError, Timeout, error_for_status
 from llmstash.providers.routing import Route
 
 if TYPE_CHECKING:
@@ -78,6 +78,23 @@ def build(route: Route, family: str, headers: dict[str, str] | None, json_body: 
     return url, all_headers
 
 
+def _json(body: dict[str, Any]) -> bytes:
+    """The request body as JSON; a value JSON cannot carry (a string with a lone surrogate, which
+    is not valid UTF-8, or an object) is a ConfigurationError naming its parameter."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        for name, value in body.items():
+            try:
+                orjson.dumps(value)
+            except orjson.JSONEncodeError:
+                raise ConfigurationError(
+                    f"{name}= holds a value that cannot be sent upstream as JSON ({exc}); "
+                    "pass JSON values with valid UTF-8 strings (no lone surrogates)"
+                ) from None
+        raise ConfigurationError(f"the request cannot be sent upstream as JSON ({exc})") from None
+
+
 def _error_message(body: Any, fallback: str) -> str:
     if isinstance(body, dict):
         error = body.get("error")
@@ -126,7 +143,7 @@ def post(route: Route, family: str, body: dict[str, Any], timeout: float, header
 
     url, all_headers = build(route, family, headers)
     try:
-        response = sync_client().post(url, content=orjson.dumps(body), headers=all_headers, timeout=timeout)
+        response = sync_client().post(url, content=_json(body), headers=all_headers, timeout=timeout)
     except httpx.HTTPError as exc:
         raise _transport_error(route, exc) from exc
     return parse(route, response.status_code, response.content)
@@ -139,7 +156,7 @@ async def apost(
 
     url, all_headers = build(route, family, headers)
     try:
-        response = await async_client().post(url, content=orjson.dumps(body), headers=all_headers, timeout=timeout)
+        response = await async_client().post(url, content=_json(body), headers=all_headers, timeout=timeout)
     except httpx.HTTPError as exc:
         raise _transport_error(route, exc) from exc
     return parse(route, response.status_code, response.content)
@@ -174,7 +191,7 @@ def stream(
     client = sync_client()
     try:
         response = client.send(
-            client.build_request("POST", url, content=orjson.dumps(body), headers=all_headers, timeout=timeout), stream=True
+            client.build_request("POST", url, content=_json(body), headers=all_headers, timeout=timeout), stream=True
         )
     except httpx.HTTPError as exc:
         raise _transport_error(route, exc) from exc
@@ -209,7 +226,7 @@ async def astream(
     url, all_headers = build(route, family, headers)
     client = async_client()
     try:
-        request = client.build_request("POST", url, content=orjson.dumps(body), headers=all_headers, timeout=timeout)
+        request = client.build_request("POST", url, content=_json(body), headers=all_headers, timeout=timeout)
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
         raise _transport_error(route, exc) from exc
@@ -243,6 +260,7 @@ def _transcription(route: Route, response: httpx.Response) -> dict[str, Any]:
 
 
 def _form(fields: dict[str, Any]) -> dict[str, Any]:
+    _json(fields)  # a field that cannot be sent is a clear error naming it
     return {
         name: value if isinstance(value, (str, list)) else orjson.dumps(value).decode().strip('"')
         for name, value in fields.items()
