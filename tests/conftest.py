@@ -11,7 +11,8 @@ import llmstash
 from llmstash.testing import MockUpstream
 from llmstash.testing.servers import ValkeyCluster, ValkeyServer
 
-# Nothing in the tests may leave this machine: an unconfigured call goes to a closed local port.
+# Nothing in the tests may leave this machine: an unconfigured call goes to a closed local port,
+# and no stray REDIS_* variable points a test's Redis cache anywhere else.
 for _name in (
     "OPENAI_API_KEY",
     "OPENAI_API_BASE",
@@ -19,6 +20,10 @@ for _name in (
     "AZURE_API_BASE",
     "AZURE_OPENAI_ENDPOINT",
     "AZURE_OPENAI_API_KEY",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_PASSWORD",
+    "REDIS_URL",
 ):
     os.environ.pop(_name, None)
 os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +30,6 @@ from llmstash.testing import MockUpstream
 
 MESSAGES = [{"role": "user", "content": "a plain question"}]
 SURROGATE = "half a character: \ud800 here"
-
-
-@pytest.fixture(autouse=True)
-def no_redis_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def shared_upstream() -> Iterator[MockUpstream]:
-    with MockUpstream() as server:
-        yield server
-
-
-@pytest.fixture
-def upstream(shared_upstream: MockUpstream) -> MockUpstream:
-    shared_upstream.reset()
-    return shared_upstream
 
 
 @pytest.fixture(params=["local", "disk", "redis"])

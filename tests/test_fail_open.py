@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -15,24 +15,10 @@ from llmstash import acompletion, aembedding, completion, embedding
 from llmstash._core.envelope import encode
 from llmstash.backends.base import Storage
 from llmstash.caching import Cache
-from llmstash.testing import MockUpstream
 
 PROMPT = "PROMPT-TEXT-7f3a: the purple elephant recites its password"
 API_KEY = "sk-test-SECRET-KEY-5c1d9e"
 EMBED_INPUT = "EMBED-TEXT-b41e: vectors of the secret garden"
-
-
-@pytest.fixture(scope="module")
-def shared_upstream() -> Iterator[MockUpstream]:
-    with MockUpstream() as server:
-        yield server
-
-
-@pytest.fixture
-def upstream(shared_upstream: MockUpstream) -> MockUpstream:
-    """One server for the module (its shutdown is slow), with a fresh call log per test."""
-    shared_upstream.reset()
-    return shared_upstream
 
 
 class BackendDown(Exception):

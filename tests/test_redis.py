@@ -53,12 +53,6 @@ def entry_keys(client: Any) -> set[str]:
 # ----- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def no_redis_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def server(redis_server: ValkeyServer, redis_url: str) -> ValkeyServer:
     """The session's standalone server, flushed for this test."""

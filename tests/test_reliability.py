@@ -61,25 +61,6 @@ def content(response: Any) -> str:
     return str(response.choices[0].message.content)
 
 
-@pytest.fixture(autouse=True)
-def no_redis_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def shared_upstream() -> Iterator[MockUpstream]:
-    with MockUpstream() as server:
-        yield server
-
-
-@pytest.fixture
-def upstream(shared_upstream: MockUpstream) -> MockUpstream:
-    """One server for the module (its shutdown is slow), with a fresh call log per test."""
-    shared_upstream.reset()
-    return shared_upstream
-
-
 def wait_for_cluster_ok(cluster: ValkeyCluster, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while True:

@@ -46,12 +46,6 @@ PAYLOADS = ("PROMPT-MARKER", "RESPONSE-MARKER", "EMBED-MARKER")
 SRC = Path(__file__).resolve().parents[1] / "src" / "llmstash"
 
 
-@pytest.fixture(autouse=True)
-def no_redis_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def slow_when_asked(body: dict[str, Any]) -> float:
     return 0.3 if "SLOW" in json.dumps(body) else 0.0
 
