@@ -58,17 +58,22 @@ class MemoryStorage(Storage):
         """Bytes currently charged against ``max_memory_bytes``."""
         return self._bytes
 
+    def _lookup(self, key: str, now: float) -> bytes | None:
+        """The live value under ``key`` (made most recently used), dropping it if expired; call
+        with the lock held."""
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        value, expires_at = item
+        if expires_at is not None and now >= expires_at:
+            self._remove(key)
+            return None
+        self._entries.move_to_end(key)
+        return value
+
     def get(self, key: str) -> bytes | None:
         with self._lock:
-            item = self._entries.get(key)
-            if item is None:
-                return None
-            value, expires_at = item
-            if expires_at is not None and self._clock() >= expires_at:
-                self._remove(key)
-                return None
-            self._entries.move_to_end(key)
-            return value
+            return self._lookup(key, self._clock())
 
     def set(self, key: str, value: bytes, ttl: float | None) -> None:
         cost = self._cost(key, value)
@@ -87,17 +92,8 @@ class MemoryStorage(Storage):
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         now = self._clock()
-        found: list[bytes | None] = []
-        with self._lock:
-            for key in keys:
-                item = self._entries.get(key)
-                if item is not None and item[1] is not None and now >= item[1]:
-                    self._remove(key)
-                    item = None
-                if item is not None:
-                    self._entries.move_to_end(key)
-                found.append(item[0] if item is not None else None)
-        return found
+        with self._lock:  # one lock for the whole batch
+            return [self._lookup(key, now) for key in keys]
 
     def _remove(self, key: str) -> None:
         value, _ = self._entries.pop(key)
