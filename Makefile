@@ -13,8 +13,12 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[all]'
 	touch $@
 
+# Azurite (the Azure Blob emulator the tests run) comes from npm, pinned, into the venv.
+AZURITE_SPEC ?= azurite@3.35.0
+
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[test]'
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/node $(AZURITE_SPEC)
 	touch $@ $(VENV)/.demo-installed
 
 ## make demo: the demo on embedded defaults (no server, no API key)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 import llmstash
 from llmstash.testing import MockUpstream
+from llmstash.testing.object_servers import Azurite, GCSEmulator, MotoS3, keep_cloud_sdks_local
 from llmstash.testing.servers import ValkeyCluster, ValkeyServer
 
 # Nothing in the tests may leave this machine: an unconfigured call goes to a closed local port,
@@ -24,8 +26,11 @@ for _name in (
     "REDIS_PORT",
     "REDIS_PASSWORD",
     "REDIS_URL",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "STORAGE_EMULATOR_HOST",
 ):
     os.environ.pop(_name, None)
+keep_cloud_sdks_local()  # the cloud SDKs' credential probes go to a closed local port
 os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
@@ -102,3 +107,58 @@ def cluster_nodes(redis_cluster: ValkeyCluster) -> list[dict[str, object]]:
     """A clean 3-node cluster for this test."""
     redis_cluster.flush()
     return redis_cluster.startup_nodes
+
+
+# ----- object-store emulators (S3, GCS, Azure Blob), one each per session; a fresh bucket per test ----
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    keep_cloud_sdks_local()
+    server = MotoS3(tmp_path_factory.mktemp("moto")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSEmulator]:
+    keep_cloud_sdks_local()
+    server = GCSEmulator(tmp_path_factory.mktemp("gcs")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    keep_cloud_sdks_local()
+    server = Azurite(tmp_path_factory.mktemp("azurite")).start()
+    yield server
+    server.stop()
+
+
+def _bucket_name() -> str:
+    return f"llmstash-test-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def s3_options(moto_s3: MotoS3) -> dict[str, object]:
+    """``Cache(type="s3", **s3_options)`` on a new, empty bucket."""
+    bucket = _bucket_name()
+    moto_s3.create_bucket(bucket)
+    return moto_s3.cache_options(bucket)
+
+
+@pytest.fixture
+def gcs_options(gcs_emulator: GCSEmulator) -> dict[str, object]:
+    """``Cache(type="gcs", **gcs_options)`` on a new, empty bucket."""
+    bucket = _bucket_name()
+    gcs_emulator.create_bucket(bucket)
+    return {"gcs_bucket_name": bucket}
+
+
+@pytest.fixture
+def azure_options(azurite: Azurite) -> dict[str, object]:
+    """``Cache(type="azure-blob", **azure_options)`` on a new, empty container."""
+    container = _bucket_name()
+    azurite.create_container(container)
+    return {"azure_connection_string": azurite.connection_string, "azure_blob_container": container}

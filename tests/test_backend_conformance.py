@@ -18,10 +18,13 @@ import pytest
 
 import llmstash
 from llmstash import acompletion, completion
+from llmstash.backends.azure_blob import AzureBlobStorage
 from llmstash.backends.base import Storage
 from llmstash.backends.disk import DiskStorage
+from llmstash.backends.gcs import GCSStorage
 from llmstash.backends.memory import MemoryStorage
 from llmstash.backends.redis import RedisStorage
+from llmstash.backends.s3 import S3Storage
 from llmstash.caching import Cache
 
 # ----- factories: type name -> how to build it ------------------------------------------------
@@ -40,11 +43,19 @@ def _cluster_nodes(request: pytest.FixtureRequest) -> list[dict[str, object]]:
     return nodes
 
 
+def _options(request: pytest.FixtureRequest, fixture: str) -> dict[str, Any]:
+    options: dict[str, Any] = request.getfixturevalue(fixture)  # a new, empty bucket on a real emulator
+    return options
+
+
 STORAGE_FACTORIES: dict[str, StorageFactory] = {
     "local": lambda request, tmp_path, clock: MemoryStorage(clock=clock),
     "disk": lambda request, tmp_path, clock: DiskStorage(disk_cache_dir=tmp_path / "disk-storage"),
     "redis": lambda request, tmp_path, clock: RedisStorage(url=_redis_url(request), clock=clock),
     "redis-cluster": lambda request, tmp_path, clock: RedisStorage(redis_startup_nodes=_cluster_nodes(request), clock=clock),
+    "s3": lambda request, tmp_path, clock: S3Storage(**_options(request, "s3_options"), clock=clock),
+    "gcs": lambda request, tmp_path, clock: GCSStorage(**_options(request, "gcs_options"), clock=clock),
+    "azure-blob": lambda request, tmp_path, clock: AzureBlobStorage(**_options(request, "azure_options"), clock=clock),
 }
 
 CACHE_FACTORIES: dict[str, CacheFactory] = {
@@ -54,6 +65,9 @@ CACHE_FACTORIES: dict[str, CacheFactory] = {
     "redis-cluster": lambda request, tmp_path, **kwargs: Cache(
         type="redis", redis_startup_nodes=_cluster_nodes(request), **kwargs
     ),
+    "s3": lambda request, tmp_path, **kwargs: Cache(type="s3", **_options(request, "s3_options"), **kwargs),
+    "gcs": lambda request, tmp_path, **kwargs: Cache(type="gcs", **_options(request, "gcs_options"), **kwargs),
+    "azure-blob": lambda request, tmp_path, **kwargs: Cache(type="azure-blob", **_options(request, "azure_options"), **kwargs),
 }
 
 

@@ -554,7 +554,7 @@ def test_unknown_cache_type(type_name):
     assert_config_error(info, "unknown cache type", repr(type_name), "'disk'", "'local'")
 
 
-@pytest.mark.parametrize("type_name", ["s3", "redis-semantic", "qdrant-semantic", "gcs", "azure-blob", "dual-semantic"])
+@pytest.mark.parametrize("type_name", ["redis-semantic", "qdrant-semantic", "dual-semantic"])
 def test_planned_but_unavailable_cache_type(type_name):
     with pytest.raises(ConfigurationError) as info:
         Cache(type=type_name, host="localhost", port=6379)

@@ -15,10 +15,14 @@ REGISTRY: dict[str, str] = {
     "local": "llmstash.backends.memory:MemoryStorage",
     "disk": "llmstash.backends.disk:DiskStorage",
     "redis": "llmstash.backends.redis:RedisStorage",
+    "s3": "llmstash.backends.s3:S3Storage",
+    "gcs": "llmstash.backends.gcs:GCSStorage",
+    "azure-blob": "llmstash.backends.azure_blob:AzureBlobStorage",
+    "azure_blob": "llmstash.backends.azure_blob:AzureBlobStorage",
 }
 """``type=`` name → ``module:Class`` of the backend."""
 
-PLANNED = ("s3", "gcs", "azure-blob", "azure_blob", "semantic", "redis-semantic", "qdrant-semantic", "dual-semantic")
+PLANNED = ("semantic", "redis-semantic", "qdrant-semantic", "dual-semantic")
 """Types of the LiteLLM dialect that this release does not provide yet."""
 
 

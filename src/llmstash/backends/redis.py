@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
+from llmstash.backends._breaker import Breaker
 from llmstash.backends.base import Clock, Storage
 from llmstash.exceptions import CacheBackendError, ConfigurationError
 
@@ -156,7 +157,7 @@ class RedisStorage(Storage):
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._down_until = 0.0
+        self._breaker = Breaker("redis", RETRY_AFTER)
         self._unreleased: dict[str, str] = {}
         """Single-flight locks (key: token) whose release failed; released before the next lock."""
         self._unreleased_lock = threading.Lock()
@@ -232,10 +233,6 @@ class RedisStorage(Storage):
 
     # ----- failure handling ------------------------------------------------------------------------
 
-    def _check_up(self) -> None:
-        if self._down_until and time.monotonic() < self._down_until:
-            raise CacheBackendError("redis was unreachable moments ago; skipping it briefly")
-
     def _guard(self, exc: Exception) -> CacheBackendError:
         """Note a failure; connection trouble (or a cluster that is down: redis-py sleeps and retries
         then) makes the backend skip Redis for a moment."""
@@ -243,26 +240,26 @@ class RedisStorage(Storage):
         errors = redis.exceptions
         down = (errors.ConnectionError, errors.TimeoutError, OSError, errors.ClusterDownError, errors.RedisClusterException)
         if isinstance(exc, down):
-            self._down_until = time.monotonic() + RETRY_AFTER
+            self._breaker.trip()
         return CacheBackendError(f"redis {type(exc).__name__}")
 
     def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
-        self._check_up()
+        self._breaker.check()
         try:
             result = getattr(self.client(), operation)(*args, **kwargs)
         except Exception as exc:
             raise self._guard(exc) from exc
-        self._down_until = 0.0
+        self._breaker.reset()
         return result
 
     async def _acall(self, operation: str, *args: Any, **kwargs: Any) -> Any:
-        self._check_up()
+        self._breaker.check()
         try:
             async with asyncio.timeout(self._async_limit):
                 result = await getattr(self.async_client(), operation)(*args, **kwargs)
         except Exception as exc:
             raise self._guard(exc) from exc
-        self._down_until = 0.0
+        self._breaker.reset()
         return result
 
     # ----- the storage protocol --------------------------------------------------------------------
@@ -296,7 +293,7 @@ class RedisStorage(Storage):
             pipe.set(PREFIX + key, value, px=self._px(ttl))
 
     def _write(self, items: Sequence[tuple[str, bytes, float | None]]) -> None:
-        self._check_up()
+        self._breaker.check()
         try:
             pipe = self.client().pipeline(transaction=False)
             self._pipeline_writes(pipe, items)
@@ -305,7 +302,7 @@ class RedisStorage(Storage):
             raise self._guard(exc) from exc
 
     async def _awrite(self, items: Sequence[tuple[str, bytes, float | None]]) -> None:
-        self._check_up()
+        self._breaker.check()
         try:
             pipe = self.async_client().pipeline(transaction=False)
             self._pipeline_writes(pipe, items)
@@ -383,7 +380,7 @@ class RedisStorage(Storage):
         with self._pending_lock:
             for key in [k for k in self._pending if k.startswith(prefix)]:
                 del self._pending[key]
-        self._check_up()
+        self._breaker.check()
         try:
             client = self.client()
             batch: list[Any] = []

