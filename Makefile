@@ -33,10 +33,10 @@ test: $(VENV)/.test-installed
 # Pinned: bump deliberately, after checking the release (LiteLLM's PyPI releases have been hijacked
 # before). 1.106.2 is what `pip install litellm` resolves to here. Its cache-hit path imports parts
 # of litellm.proxy, which need fastapi, orjson and soundfile; redis is for Cache(type="redis"),
-# diskcache for Cache(type="disk"). A venv made before a package joined the list lacks it (the
+# diskcache for Cache(type="disk"), boto3 for Cache(type="s3"). A venv made before a package joined the list lacks it (the
 # LiteLLM column of the workload that needs it reads ERROR, saying so): `make bench-litellm-venv`.
 LITELLM_VENV ?= .venv-litellm
-LITELLM_SPEC ?= 'litellm==1.106.2' 'redis>=5.0' fastapi orjson soundfile diskcache
+LITELLM_SPEC ?= 'litellm==1.106.2' 'redis>=5.0' fastapi orjson soundfile diskcache boto3
 
 $(LITELLM_VENV)/.installed:
 	$(PYTHON) -m venv $(LITELLM_VENV)

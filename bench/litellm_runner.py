@@ -326,6 +326,29 @@ class RedisHitWorkload(HitWorkload):
         return result
 
 
+class S3HitWorkload(HitWorkload):
+    def make_cache(self) -> Any:
+        import litellm
+
+        check(bool(self.args.s3_endpoint and self.args.s3_bucket), "s3-hit needs --s3-endpoint and --s3-bucket")
+        return litellm.Cache(
+            type="s3",
+            s3_bucket_name=self.args.s3_bucket,
+            s3_endpoint_url=self.args.s3_endpoint,
+            s3_region_name="us-east-1",
+            s3_aws_access_key_id="testing",
+            s3_aws_secret_access_key="testing",
+            ttl=600,
+        )
+
+    def setup(self) -> dict[str, Any]:
+        result = super().setup()
+        import litellm
+
+        check(type(litellm.cache.cache).__name__ == "S3Cache", f"LiteLLM's cache is a {type(litellm.cache.cache).__name__}")
+        return result
+
+
 class MissOverheadWorkload(Workload):
     """Unique prompts (always misses), alternating rounds with `litellm.cache = Cache()` and `= None`."""
 
@@ -732,6 +755,7 @@ WORKLOADS: dict[str, type[Workload]] = {
     "concurrent-misses": ConcurrentMissesWorkload,
     "stream-hit": StreamHitWorkload,
     "redis-hit": RedisHitWorkload,
+    "s3-hit": S3HitWorkload,
     "memory-per-entry": MemoryWorkload,
 }
 
@@ -754,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("workload", choices=list(WORKLOADS))
     parser.add_argument("--base-url", default="", help="the upstream, http://127.0.0.1:PORT/v1")
     parser.add_argument("--redis-port", type=int, help="valkey-server/Redis on 127.0.0.1 (redis-hit)")
+    parser.add_argument("--s3-endpoint", default="", help="an S3 server on 127.0.0.1, http://127.0.0.1:PORT (s3-hit)")
+    parser.add_argument("--s3-bucket", default="", help="an existing bucket on that server (s3-hit)")
     parser.add_argument("--model", default="openai/gpt-4o-mini")
     parser.add_argument("--blocks", type=int, default=5, help="blocks to run when not --interleave")
     parser.add_argument("--calls", type=int, default=500, help="timed calls per block (hit workloads)")

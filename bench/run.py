@@ -21,6 +21,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+import object_store_workloads  # noqa: F401  (registers the S3, GCS and Azure Blob workloads)
 import twin
 import workloads  # noqa: F401  (registers the workloads)
 from common import WORKLOADS, BenchError, Measurement, TwinResult
