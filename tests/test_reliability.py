@@ -28,6 +28,7 @@ import redis
 import llmstash
 from llmstash import acompletion, aembedding, completion, embedding
 from llmstash._core.envelope import decode
+from llmstash.backends import storage_class
 from llmstash.backends.memory import ENTRY_OVERHEAD, MemoryStorage
 from llmstash.caching import Cache
 from llmstash.testing import MockUpstream
@@ -397,8 +398,17 @@ class Store:
     file_backed: Callable[[], int] = lambda: 0
 
 
-@pytest.fixture(params=["disk", "redis", "redis-cluster"])
+OBJECT_STORES = {"s3": "s3_options", "gcs": "gcs_options", "azure-blob": "azure_options"}
+
+
+@pytest.fixture(params=["disk", "redis", "redis-cluster", *OBJECT_STORES])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param in OBJECT_STORES:  # the raw side: a second backend on the same bucket
+        options = {"type": request.param, **request.getfixturevalue(OBJECT_STORES[request.param])}
+        raw = storage_class(request.param).from_options({k: v for k, v in options.items() if k != "type"}, time.time)
+        yield Store(options, lambda: sorted(raw.keys()), raw.get, lambda key, data: raw.set(key, data, None))
+        raw.close()
+        return
     if request.param == "disk":
         directory = tmp_path / "disk"
         raw_disk = RawDisk(directory)

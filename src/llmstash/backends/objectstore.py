@@ -29,10 +29,10 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from llmstash.backends._breaker import Breaker
 from llmstash.backends.base import Clock, Storage
@@ -192,6 +192,16 @@ class ObjectStorage(Storage):
 
     def delete(self, key: str) -> None:
         self._run(self._remove, self.object_name(key))
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Keys of the stored entries that start with ``prefix``. A key whose escaped form was too
+        long for an object name (cut and hashed; over ~300 characters) cannot be recovered from
+        its name and is not listed."""
+        start = self.prefix + escape_key(prefix)[:MAX_ESCAPED_KEY]
+        for name in self._run(lambda client: list(self._names(client, start))):
+            escaped = name[len(self.prefix) :]
+            if len(escaped) <= MAX_ESCAPED_KEY:  # longer: cut and hashed
+                yield unquote(escaped)
 
     def clear(self, prefix: str = "") -> None:
         """Delete llmstash's objects whose key starts with ``prefix`` (all of them by default)."""
