@@ -375,3 +375,136 @@ def test_emulator_paused_calls_still_answer(own_store: Any, upstream: MockUpstre
     while not ask(upstream, "before the pause")._hidden_params["cache_hit"]:
         assert time.monotonic() < deadline, "no hit after the resume"
         time.sleep(0.1)
+
+
+# ----- Azure without a connection string: DefaultAzureCredential ------------------------------------
+
+
+def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files (Azurite serves HTTPS with them)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "azurite-cert.pem", directory / "azurite-key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def _unsigned_storage_token() -> str:
+    """An Azure AD-shaped access token for Azure Storage (Azurite's basic OAuth mode checks its
+    audience, issuer and lifetime, not its signature)."""
+    import base64
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    claims = {
+        "aud": "https://storage.azure.com",
+        "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000001/",
+        "iat": now - 60,
+        "nbf": now - 60,
+        "exp": now + 3600,
+        "oid": "00000000-0000-0000-0000-000000000002",
+        "tid": "00000000-0000-0000-0000-000000000001",
+    }
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+class ManagedIdentityEndpoint:
+    """An App Service-style managed-identity endpoint on 127.0.0.1 (``IDENTITY_ENDPOINT`` +
+    ``IDENTITY_HEADER``): hands out storage tokens to a caller that shows the header secret."""
+
+    SECRET = "identity-header-secret"
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[str] = []
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                endpoint.requests.append(self.path)
+                if self.headers.get("X-IDENTITY-HEADER") != ManagedIdentityEndpoint.SECRET:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = json.dumps(
+                    {
+                        "access_token": _unsigned_storage_token(),
+                        "expires_on": str(int(time.time()) + 3600),
+                        "resource": "https://storage.azure.com",
+                        "token_type": "Bearer",
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/msi/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_azure_default_credential_gets_a_token_from_managed_identity(
+    tmp_path: Path, upstream: MockUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = _self_signed_certificate(tmp_path)
+    identity = ManagedIdentityEndpoint()
+    azurite = Azurite(tmp_path, tls=(cert, key)).start()
+    try:
+        for name in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_USERNAME", "AZURE_FEDERATED_TOKEN_FILE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("IDENTITY_ENDPOINT", identity.url)
+        monkeypatch.setenv("IDENTITY_HEADER", ManagedIdentityEndpoint.SECRET)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # trust Azurite's certificate
+        azurite.create_container("identity-cache")
+
+        llmstash.cache = cache = Cache(
+            type="azure-blob", azure_account_url=azurite.account_url, azure_blob_container="identity-cache"
+        )
+        first = ask(upstream, "asked with a managed identity")
+        second = ask(upstream, "asked with a managed identity")
+        assert second._hidden_params["cache_hit"] is True and second.id == first.id
+        assert upstream.call_count("chat/completions") == 1
+        assert cache.stats()["errors"] == 0
+        assert identity.requests and all("resource=https" in path for path in identity.requests)
+        storage = cache.storage
+        assert type(storage.client().credential).__name__ == "DefaultAzureCredential"  # type: ignore[attr-defined]
+    finally:
+        azurite.stop()
+        identity.close()

@@ -134,15 +134,32 @@ def azurite_executable() -> str:
 
 
 class Azurite(ServerProcess):
-    """Azurite's blob service, keeping its data in the work directory (it survives a restart)."""
+    """Azurite's blob service, keeping its data in the work directory (it survives a restart).
+
+    With ``tls=(certificate, key)`` (PEM files) it serves HTTPS and accepts OAuth bearer tokens
+    besides the account key (``--oauth basic``: Azurite checks a token's audience, issuer and
+    lifetime, not its signature), which is what Azure AD credentials such as
+    ``DefaultAzureCredential`` need: the SDK sends tokens over HTTPS only."""
 
     label = "azurite"
+
+    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None) -> None:
+        super().__init__(workdir)
+        self.tls = tls
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def account_url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
 
     @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};"
+            f"DefaultEndpointsProtocol={self.scheme};AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={self.account_url};"
         )
 
     def command(self) -> list[str]:
@@ -157,10 +174,11 @@ class Azurite(ServerProcess):
             "--skipApiVersionCheck",
             "--disableTelemetry",
             "--silent",
+            *(["--cert", str(self.tls[0]), "--key", str(self.tls[1]), "--oauth", "basic"] if self.tls else []),
         ]
 
     def ready(self) -> bool:
-        return _answers(f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}?comp=list")
+        return httpx.get(f"{self.account_url}?comp=list", timeout=1.0, verify=False).status_code < 500
 
     def create_container(self, name: str) -> None:
         from azure.storage.blob import BlobServiceClient
