@@ -508,3 +508,142 @@ def test_azure_default_credential_gets_a_token_from_managed_identity(
     finally:
         azurite.stop()
         identity.close()
+
+
+# ----- credentials from the environment; a store that answers 5xx ------------------------------------
+
+
+def test_s3_credentials_from_the_standard_chain(
+    moto_s3: MotoS3, s3_options: dict[str, Any], upstream: MockUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-environment")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-environment-secret")
+    options = {k: v for k, v in s3_options.items() if not k.startswith("s3_aws_")}
+    llmstash.cache = cache = Cache(type="s3", **options)
+    first = ask(upstream)
+    assert ask(upstream).id == first.id
+    assert cache.stats()["errors"] == 0
+    credentials = cache.storage.client()._request_signer._credentials  # type: ignore[attr-defined]
+    assert credentials.access_key == "from-environment"
+
+
+class FailingStore:
+    """An HTTP server on 127.0.0.1 that answers every request 503: a store in trouble."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.count = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _fail(self) -> None:
+                outer.count += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _fail
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("type_name", STORES)
+def test_a_store_answering_5xx_fails_open(type_name: str, upstream: MockUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    failing = FailingStore()
+    try:
+        if type_name == "s3":
+            options: dict[str, Any] = {
+                "s3_bucket_name": "troubled",
+                "s3_endpoint_url": failing.url,
+                "s3_region_name": "us-east-1",
+                "s3_aws_access_key_id": "k",
+                "s3_aws_secret_access_key": "s",
+            }
+        elif type_name == "gcs":
+            monkeypatch.setenv("STORAGE_EMULATOR_HOST", failing.url)
+            options = {"gcs_bucket_name": "troubled"}
+        else:
+            options = {
+                "azure_connection_string": f"DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;BlobEndpoint={failing.url}/a;",
+                "azure_blob_container": "troubled",
+            }
+        llmstash.cache = cache = Cache(type=type_name, **options)
+        for i in range(3):
+            answer = ask(upstream, f"store in trouble {i}")
+            assert answer.choices[0].message.content and answer._hidden_params["cache_hit"] is False
+        assert upstream.call_count("chat/completions") == 3
+        assert failing.count >= 1  # the store was asked, and said 503
+        assert cache.stats()["errors"] >= 1 and cache.stats()["hits"] == 0
+    finally:
+        failing.close()
+
+
+def test_gcs_service_account_file(
+    gcs_emulator: GCSEmulator, gcs_options: dict[str, Any], tmp_path: Path, upstream: MockUpstream
+) -> None:
+    """``gcs_path_service_account``: the key file's credentials sign a token request to its own
+    ``token_uri`` (here a local endpoint), and the token goes with every storage request."""
+    import http.server
+    import threading
+    import urllib.parse
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    grants: list[str] = []
+
+    class TokenHandler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            grants.append(form["grant_type"][0])
+            body = json.dumps({"access_token": "local-token", "expires_in": 3600, "token_type": "Bearer"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    token_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TokenHandler)
+    threading.Thread(target=token_server.serve_forever, daemon=True).start()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    account = tmp_path / "service-account.json"
+    account.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "test",
+                "private_key_id": "local",
+                "private_key": pem.decode(),
+                "client_email": "cache@test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": f"http://127.0.0.1:{token_server.server_address[1]}/token",
+            }
+        )
+    )
+    try:
+        llmstash.cache = cache = Cache(type="gcs", gcs_path_service_account=str(account), **gcs_options)
+        first = ask(upstream, "asked with a service account")
+        assert ask(upstream, "asked with a service account").id == first.id
+        assert cache.stats()["errors"] == 0
+        assert grants and set(grants) == {"urn:ietf:params:oauth:grant-type:jwt-bearer"}
+    finally:
+        token_server.shutdown()
+        token_server.server_close()
