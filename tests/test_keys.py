@@ -552,9 +552,69 @@ def test_random_bytes_decode_or_raise_corrupt_entry(raw: bytes) -> None:
         b'LS\x01["chat", 1' + b"0" * 400 + b", null, {}]",
         b"LS\x00" + encode("chat", {}, 1.0, None)[3:],
         b"LS\x02" + encode("chat", {}, 1.0, None)[3:],
+        b"LS\x03" + encode("chat", {}, 1.0, None)[3:],
     ],
 )
 def test_malformed_envelopes_are_corrupt(raw: bytes) -> None:
+    with pytest.raises(CorruptEntryError):
+        decode(raw)
+
+
+@SETTINGS
+@given(
+    vector=st.lists(st.floats(allow_nan=False, width=64), min_size=1, max_size=300),
+    model=st.none() | st.text(max_size=30),
+    created_at=FLOATS,
+    expires_at=st.none() | FLOATS,
+)
+def test_embedding_vectors_are_packed_and_roundtrip_exactly(
+    vector: list[float], model: str | None, created_at: float, expires_at: float | None
+) -> None:
+    data = {"embedding": vector, "model": model}
+    raw = encode("embedding-item", data, created_at, expires_at)
+    assert raw.startswith(b"LS\x02")
+    assert len(raw) < len(b"LS\x01" + orjson.dumps(["embedding-item", created_at, expires_at, data])) + 40
+    entry = decode(raw)
+    assert entry == Entry("embedding-item", float(created_at), expires_at, data)
+    assert orjson.dumps(entry.data) == orjson.dumps(data)  # every float bit for bit
+    for cut in {3, 5, 7, len(raw) - 8, len(raw) - 1}:  # any shorter entry is damaged, even by whole values
+        with pytest.raises(CorruptEntryError):
+            decode(raw[:cut])
+    with pytest.raises(CorruptEntryError):
+        decode(raw + b"\x00" * 8)  # an extra value
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"embedding": "AAAAPwAAAL8=", "model": "m"},  # encoding_format="base64"
+        {"embedding": [], "model": "m"},
+        {"embedding": [0.5, "x"], "model": "m"},
+        {"embedding": [0.5, [1.0]], "model": "m"},
+        {"embedding": [0.5], "model": "m", "extra": 1},
+        {"embedding": [0.5], "other": "m"},
+    ],
+)
+def test_other_embedding_items_stay_json(data: dict[str, Any]) -> None:
+    raw = encode("embedding-item", data, 1.0, None)
+    assert raw.startswith(b"LS\x01")
+    assert decode(raw).data == data
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"LS\x02",
+        b"LS\x02\x05\x00\x00\x00[1,nu",
+        b"LS\x02\xff\xff\xff\x7f[1,null,null,1]" + b"\x00" * 8,
+        b"LS\x02\x0e\x00\x00\x00[1,null,null]" + b"\x00" * 8,
+        b"LS\x02\x10\x00\x00\x00[1,null,null,1]" + b"\x00" * 8,
+        b'LS\x02\x13\x00\x00\x00["1",null,null,1]' + b"\x00" * 8,
+        b"LS\x02\x13\x00\x00\x00[1,null,null,1.0]" + b"\x00" * 8,
+        b"LS\x02\x10\x00\x00\x00[1,null,null,2]" + b"\x00" * 8,
+    ],
+)
+def test_damaged_vector_entries_are_corrupt(raw: bytes) -> None:
     with pytest.raises(CorruptEntryError):
         decode(raw)
 
