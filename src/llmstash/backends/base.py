@@ -10,7 +10,7 @@ I/O: connections and files are opened on first use.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from llmstash.exceptions import ConfigurationError
@@ -79,3 +79,9 @@ class Storage:
 
     async def aset_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
         self.set_many(items, ttl)
+
+    def keys(self, prefix: str = "") -> Iterable[str]:
+        """The keys of the stored entries that start with ``prefix``, in no set order (for the
+        CLI's export, inspect and purge). Optional: a backend that cannot list its keys raises
+        NotImplementedError."""
+        raise NotImplementedError(f"the {self.name} backend cannot list its keys")

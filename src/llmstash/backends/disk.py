@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from llmstash.backends.base import Clock, Storage
@@ -98,6 +99,13 @@ class DiskStorage(Storage):
 
     def __len__(self) -> int:
         return len(self._cache())
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Keys starting with ``prefix`` (diskcache's key iterator; entries expired by diskcache
+        are left out)."""
+        for key in self._cache().iterkeys():
+            if isinstance(key, str) and key.startswith(prefix):
+                yield key
 
 
 _DISK_CLASS: Any = None

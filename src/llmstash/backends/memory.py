@@ -113,7 +113,7 @@ class MemoryStorage(Storage):
             for key in [k for k in self._entries if k.startswith(prefix)]:
                 self._remove(key)
 
-    def keys(self) -> list[str]:
-        """Keys from least to most recently used (for inspection and tests)."""
+    def keys(self, prefix: str = "") -> list[str]:
+        """Keys starting with ``prefix``, from least to most recently used (a snapshot)."""
         with self._lock:
-            return list(self._entries)
+            return [key for key in self._entries if key.startswith(prefix)]

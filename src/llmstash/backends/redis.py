@@ -30,7 +30,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -391,6 +391,21 @@ class RedisStorage(Storage):
                     batch = []
             if batch:
                 self._delete_keys(client, batch)
+        except Exception as exc:
+            raise self._guard(exc) from exc
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """llmstash's keys starting with ``prefix`` (``SCAN``, every node of a cluster), buffered
+        writes included; a key may be listed twice if it is written while the scan runs."""
+        with self._pending_lock:
+            pending = {key for key in self._pending if key.startswith(prefix)}
+        yield from pending
+        self._breaker.check()
+        try:
+            for raw in self.client().scan_iter(match=PREFIX + _glob_escape(prefix) + "*", count=1000):
+                key = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw)
+                if key[len(PREFIX) :] not in pending:
+                    yield key[len(PREFIX) :]
         except Exception as exc:
             raise self._guard(exc) from exc
 

@@ -9,7 +9,7 @@ entry carries its own expiry time, checked on each read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from llmstash.backends.base import Storage
 from llmstash.backends.memory import MemoryStorage
@@ -94,3 +94,7 @@ class TieredStorage(Storage):
 
     def close(self) -> None:
         self.shared.close()
+
+    def keys(self, prefix: str = "") -> Iterable[str]:
+        """The shared backend's keys (the local tier holds a subset of them)."""
+        return self.shared.keys(prefix)
