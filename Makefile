@@ -19,6 +19,9 @@ AZURITE_SPEC ?= azurite@3.35.0
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[test]'
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/node $(AZURITE_SPEC)
+	@# the proxy's status-page test drives Debian's headless Chromium; the curl test needs curl
+	command -v chromium >/dev/null && command -v curl >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium curl)
 	touch $@ $(VENV)/.demo-installed
 
 ## make demo: the demo on embedded defaults (no server, no API key)
