@@ -76,19 +76,21 @@ class MemoryStorage(Storage):
             return self._lookup(key, self._clock())
 
     def set(self, key: str, value: bytes, ttl: float | None) -> None:
-        cost = self._cost(key, value)
-        if cost > self.max_bytes:
-            self.delete(key)  # the old value is replaced, even though the new one is not kept
-            return  # larger than the whole cache: keeping it would evict everything else
+        self.set_many(((key, value),), ttl)
+
+    def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
         expires_at = None if ttl is None else self._clock() + ttl
-        with self._lock:
-            if key in self._entries:
-                self._remove(key)
-            self._entries[key] = (value, expires_at)
-            self._bytes += cost
+        with self._lock:  # one lock for the whole batch
+            for key, value in items:
+                if key in self._entries:
+                    self._remove(key)  # the old value is replaced, even when the new one is not kept
+                cost = self._cost(key, value)
+                if cost > self.max_bytes:
+                    continue  # larger than the whole cache: keeping it would evict everything else
+                self._entries[key] = (value, expires_at)
+                self._bytes += cost
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-                oldest = next(iter(self._entries))
-                self._remove(oldest)
+                self._remove(next(iter(self._entries)))
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         now = self._clock()
