@@ -27,6 +27,7 @@ import redis
 import llmstash
 from llmstash import acompletion, aembedding, atext_completion, completion, embedding, text_completion, transcription
 from llmstash._core import keys as keys_module
+from llmstash.backends import storage_class
 from llmstash.backends.base import Storage
 from llmstash.backends.memory import MemoryStorage
 from llmstash.caching import Cache
@@ -403,8 +404,21 @@ def key_documents() -> Iterator[list[bytes]]:
         yield seen
 
 
+OBJECT_STORE_OPTIONS = {"s3": "s3_options", "gcs": "gcs_options", "azure-blob": "azure_options"}
+
+
+def raw_object_store(options: dict[str, Any]) -> Any:
+    """A second backend on the same bucket, to read and write objects behind the cache's back."""
+    return storage_class(options["type"]).from_options({k: v for k, v in options.items() if k != "type"}, time.time)
+
+
 def raw_bytes_of(cache: Cache, where: dict[str, Any]) -> bytes:
-    """Everything the backend holds, as raw bytes: keys and values, files, every Redis key."""
+    """Everything the backend holds, as raw bytes: keys and values, files, every Redis key, every object."""
+    if cache.type in OBJECT_STORE_OPTIONS:
+        raw = raw_object_store(where)
+        keys = sorted(raw.keys())
+        assert keys
+        return b"\n".join(key.encode() + b"\x00" + (raw.get(key) or b"") for key in keys)
     if cache.type == "local":
         storage = cache.storage
         assert isinstance(storage, MemoryStorage)
@@ -423,8 +437,10 @@ def raw_bytes_of(cache: Cache, where: dict[str, Any]) -> bytes:
         client.close()
 
 
-@pytest.fixture(params=["local", "disk", "redis"])
+@pytest.fixture(params=["local", "disk", "redis", *OBJECT_STORE_OPTIONS])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    if request.param in OBJECT_STORE_OPTIONS:
+        return {"type": request.param, **request.getfixturevalue(OBJECT_STORE_OPTIONS[request.param])}
     if request.param == "local":
         return {"type": "local"}
     if request.param == "disk":
@@ -639,6 +655,19 @@ def planted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[di
 
         yield {"type": "disk", "disk_cache_dir": directory}, plant_disk
         return
+    if request.param in OBJECT_STORE_OPTIONS:
+        store_options = {"type": request.param, **request.getfixturevalue(OBJECT_STORE_OPTIONS[request.param])}
+        raw = raw_object_store(store_options)
+
+        def plant_object(payload: Any) -> int:
+            keys = list(raw.keys())
+            for key in keys:
+                raw.set(key, payload, None)
+            return len(keys)
+
+        yield store_options, plant_object
+        raw.close()
+        return
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
         client: Any = redis.Redis.from_url(url)
@@ -661,7 +690,11 @@ def planted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[di
 @pytest.mark.parametrize(
     ("planted", "form"),
     [
-        *((where, form) for where in ("disk", "redis", "redis-cluster") for form in ("pickle", "pickle-behind-header")),
+        *(
+            (where, form)
+            for where in ("disk", "redis", "redis-cluster", *OBJECT_STORE_OPTIONS)
+            for form in ("pickle", "pickle-behind-header")
+        ),
         ("disk", "pickled-object"),  # an object diskcache itself pickles (Redis holds bytes only)
     ],
     indirect=["planted"],
