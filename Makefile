@@ -9,8 +9,9 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# the demo runs on embedded defaults (in-memory cache, a local mock upstream): the core is enough
 $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[all]'
+	$(PIP) -e .
 	touch $@
 
 # Azurite (the Azure Blob emulator the tests run) comes from npm, pinned, into the venv.
