@@ -40,7 +40,9 @@ test: $(VENV)/.test-installed
 # diskcache for Cache(type="disk"), boto3 for Cache(type="s3"). A venv made before a package joined the list lacks it (the
 # LiteLLM column of the workload that needs it reads ERROR, saying so): `make bench-litellm-venv`.
 LITELLM_VENV ?= .venv-litellm
-LITELLM_SPEC ?= 'litellm==1.106.2' 'redis>=5.0' fastapi orjson soundfile diskcache boto3
+# The `proxy` extra (uvicorn, backoff, apscheduler, ...; about 300 MB more) runs LiteLLM's own proxy,
+# `litellm --config`, for the LiteLLM column of proxy-hit and proxy-hits-per-s.
+LITELLM_SPEC ?= 'litellm[proxy]==1.106.2' 'redis>=5.0' fastapi orjson soundfile diskcache boto3
 
 $(LITELLM_VENV)/.installed:
 	$(PYTHON) -m venv $(LITELLM_VENV)
