@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -112,28 +113,25 @@ def cluster_nodes(redis_cluster: ValkeyCluster) -> list[dict[str, object]]:
 # ----- object-store emulators (S3, GCS, Azure Blob), one each per session; a fresh bucket per test ----
 
 
-@pytest.fixture(scope="session")
-def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    keep_cloud_sdks_local()
-    server = MotoS3(tmp_path_factory.mktemp("moto")).start()
-    yield server
-    server.stop()
+EmulatorT = TypeVar("EmulatorT", MotoS3, GCSEmulator, Azurite)
 
 
-@pytest.fixture(scope="session")
-def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSEmulator]:
-    keep_cloud_sdks_local()
-    server = GCSEmulator(tmp_path_factory.mktemp("gcs")).start()
-    yield server
-    server.stop()
+def _emulator(server_class: type[EmulatorT], name: str) -> Callable[[pytest.TempPathFactory], Iterator[EmulatorT]]:
+    """A session fixture running one ``server_class`` emulator, stopped by PID at the end."""
+
+    @pytest.fixture(scope="session", name=name)
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorT]:
+        keep_cloud_sdks_local()
+        server = server_class(tmp_path_factory.mktemp(name)).start()
+        yield server
+        server.stop()
+
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    keep_cloud_sdks_local()
-    server = Azurite(tmp_path_factory.mktemp("azurite")).start()
-    yield server
-    server.stop()
+moto_s3 = _emulator(MotoS3, "moto_s3")
+gcs_emulator = _emulator(GCSEmulator, "gcs_emulator")
+azurite = _emulator(Azurite, "azurite")
 
 
 def _bucket_name() -> str:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -434,80 +436,89 @@ def _unsigned_storage_token() -> str:
     return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
-class ManagedIdentityEndpoint:
-    """An App Service-style managed-identity endpoint on 127.0.0.1 (``IDENTITY_ENDPOINT`` +
-    ``IDENTITY_HEADER``): hands out storage tokens to a caller that shows the header secret."""
+class FakeEndpoint:
+    """A small HTTP server on 127.0.0.1, in a thread, standing in for a credential or storage
+    endpoint: ``respond(method, path, headers, body)`` gives (status, JSON payload or None); every
+    request is recorded as (method, path)."""
 
-    SECRET = "identity-header-secret"
-
-    def __init__(self) -> None:
-        import http.server
-        import threading
-
-        self.requests: list[str] = []
+    def __init__(self, respond: Callable[[str, str, Any, bytes], tuple[int, dict[str, Any] | None]]) -> None:
+        self.requests: list[tuple[str, str]] = []
         endpoint = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                endpoint.requests.append(self.path)
-                if self.headers.get("X-IDENTITY-HEADER") != ManagedIdentityEndpoint.SECRET:
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                body = json.dumps(
-                    {
-                        "access_token": _unsigned_storage_token(),
-                        "expires_on": str(int(time.time()) + 3600),
-                        "resource": "https://storage.azure.com",
-                        "token_type": "Bearer",
-                    }
-                ).encode()
-                self.send_response(200)
+            def _answer(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                endpoint.requests.append((self.command, self.path))
+                status, payload = respond(self.command, self.path, self.headers, body)
+                data = b"" if payload is None else json.dumps(payload).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _answer
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/msi/token"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def close(self) -> None:
+    def __enter__(self) -> FakeEndpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+IDENTITY_SECRET = "identity-header-secret"
+
+
+def managed_identity(method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, Any] | None]:
+    """An App Service-style managed-identity endpoint (``IDENTITY_ENDPOINT`` + ``IDENTITY_HEADER``):
+    storage tokens for a caller that shows the header secret."""
+    if headers.get("X-IDENTITY-HEADER") != IDENTITY_SECRET:
+        return 401, None
+    token = {"access_token": _unsigned_storage_token(), "expires_on": str(int(time.time()) + 3600)}
+    return 200, {**token, "resource": "https://storage.azure.com", "token_type": "Bearer"}
 
 
 def test_azure_default_credential_gets_a_token_from_managed_identity(
     tmp_path: Path, upstream: MockUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cert, key = _self_signed_certificate(tmp_path)
-    identity = ManagedIdentityEndpoint()
     azurite = Azurite(tmp_path, tls=(cert, key)).start()
     try:
-        for name in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_USERNAME", "AZURE_FEDERATED_TOKEN_FILE"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("IDENTITY_ENDPOINT", identity.url)
-        monkeypatch.setenv("IDENTITY_HEADER", ManagedIdentityEndpoint.SECRET)
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # trust Azurite's certificate
-        azurite.create_container("identity-cache")
+        with FakeEndpoint(managed_identity) as identity:
+            for name in (
+                "AZURE_CLIENT_ID",
+                "AZURE_CLIENT_SECRET",
+                "AZURE_TENANT_ID",
+                "AZURE_USERNAME",
+                "AZURE_FEDERATED_TOKEN_FILE",
+            ):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("IDENTITY_ENDPOINT", identity.url + "/msi/token")
+            monkeypatch.setenv("IDENTITY_HEADER", IDENTITY_SECRET)
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # trust Azurite's certificate
+            azurite.create_container("identity-cache")
 
-        llmstash.cache = cache = Cache(
-            type="azure-blob", azure_account_url=azurite.account_url, azure_blob_container="identity-cache"
-        )
-        first = ask(upstream, "asked with a managed identity")
-        second = ask(upstream, "asked with a managed identity")
-        assert second._hidden_params["cache_hit"] is True and second.id == first.id
-        assert upstream.call_count("chat/completions") == 1
-        assert cache.stats()["errors"] == 0
-        assert identity.requests and all("resource=https" in path for path in identity.requests)
-        storage = cache.storage
-        assert type(storage.client().credential).__name__ == "DefaultAzureCredential"  # type: ignore[attr-defined]
+            llmstash.cache = cache = Cache(
+                type="azure-blob", azure_account_url=azurite.account_url, azure_blob_container="identity-cache"
+            )
+            first = ask(upstream, "asked with a managed identity")
+            second = ask(upstream, "asked with a managed identity")
+            assert second._hidden_params["cache_hit"] is True and second.id == first.id
+            assert upstream.call_count("chat/completions") == 1
+            assert cache.stats()["errors"] == 0
+            assert identity.requests and all("resource=https" in path for _, path in identity.requests)
+            storage = cache.storage
+            assert type(storage.client().credential).__name__ == "DefaultAzureCredential"  # type: ignore[attr-defined]
     finally:
         azurite.stop()
-        identity.close()
 
 
 # ----- credentials from the environment; a store that answers 5xx ------------------------------------
@@ -527,44 +538,9 @@ def test_s3_credentials_from_the_standard_chain(
     assert credentials.access_key == "from-environment"
 
 
-class FailingStore:
-    """An HTTP server on 127.0.0.1 that answers every request 503: a store in trouble."""
-
-    def __init__(self) -> None:
-        import http.server
-        import threading
-
-        self.count = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _fail(self) -> None:
-                outer.count += 1
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                self.send_response(503)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _fail
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.mark.parametrize("type_name", STORES)
 def test_a_store_answering_5xx_fails_open(type_name: str, upstream: MockUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
-    failing = FailingStore()
-    try:
+    with FakeEndpoint(lambda *request: (503, None)) as failing:  # a store in trouble
         if type_name == "s3":
             options: dict[str, Any] = {
                 "s3_bucket_name": "troubled",
@@ -586,10 +562,8 @@ def test_a_store_answering_5xx_fails_open(type_name: str, upstream: MockUpstream
             answer = ask(upstream, f"store in trouble {i}")
             assert answer.choices[0].message.content and answer._hidden_params["cache_hit"] is False
         assert upstream.call_count("chat/completions") == 3
-        assert failing.count >= 1  # the store was asked, and said 503
+        assert failing.requests  # the store was asked, and said 503
         assert cache.stats()["errors"] >= 1 and cache.stats()["hits"] == 0
-    finally:
-        failing.close()
 
 
 def test_gcs_service_account_file(
@@ -597,8 +571,6 @@ def test_gcs_service_account_file(
 ) -> None:
     """``gcs_path_service_account``: the key file's credentials sign a token request to its own
     ``token_uri`` (here a local endpoint), and the token goes with every storage request."""
-    import http.server
-    import threading
     import urllib.parse
 
     from cryptography.hazmat.primitives import serialization
@@ -606,22 +578,11 @@ def test_gcs_service_account_file(
 
     grants: list[str] = []
 
-    class TokenHandler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
-            grants.append(form["grant_type"][0])
-            body = json.dumps({"access_token": "local-token", "expires_in": 3600, "token_type": "Bearer"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def token_endpoint(method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
+        grants.append(urllib.parse.parse_qs(body.decode())["grant_type"][0])
+        return 200, {"access_token": "local-token", "expires_in": 3600, "token_type": "Bearer"}
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    token_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TokenHandler)
-    threading.Thread(target=token_server.serve_forever, daemon=True).start()
+    token_server = FakeEndpoint(token_endpoint)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     account = tmp_path / "service-account.json"
@@ -634,16 +595,13 @@ def test_gcs_service_account_file(
                 "private_key": pem.decode(),
                 "client_email": "cache@test.iam.gserviceaccount.com",
                 "client_id": "1",
-                "token_uri": f"http://127.0.0.1:{token_server.server_address[1]}/token",
+                "token_uri": f"{token_server.url}/token",
             }
         )
     )
-    try:
+    with token_server:
         llmstash.cache = cache = Cache(type="gcs", gcs_path_service_account=str(account), **gcs_options)
         first = ask(upstream, "asked with a service account")
         assert ask(upstream, "asked with a service account").id == first.id
         assert cache.stats()["errors"] == 0
         assert grants and set(grants) == {"urn:ietf:params:oauth:grant-type:jwt-bearer"}
-    finally:
-        token_server.shutdown()
-        token_server.server_close()

@@ -28,20 +28,13 @@ from llmstash.backends.objectstore import (
     check_name,
     check_path,
     check_threads,
+    import_sdk,
 )
 from llmstash.exceptions import ConfigurationError
 
 CONTAINER_PATTERN = r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]"
 CONTAINER_RULE = "3-63 characters: lowercase letters, digits and single '-', starting and ending with a letter or digit"
 CONNECTION_STRING_VARIABLE = "AZURE_STORAGE_CONNECTION_STRING"
-
-
-def _import_blob() -> Any:
-    try:
-        from azure.storage import blob
-    except ImportError:
-        raise ImportError('Cache(type="azure-blob") needs azure-storage-blob: pip install "llmstash[azure]"') from None
-    return blob
 
 
 class AzureBlobStorage(ObjectStorage):
@@ -92,7 +85,7 @@ class AzureBlobStorage(ObjectStorage):
         return f"AzureBlobStorage({where}, container={self.container!r}, prefix={self.prefix!r})"  # never a secret
 
     def _make_client(self) -> Any:
-        blob = _import_blob()
+        blob = import_sdk("azure.storage.blob", "azure-blob", "azure-storage-blob", "azure")
         options = {"connection_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT, "retry_total": 0}
         if self.connection_string is not None:
             return blob.ContainerClient.from_connection_string(self.connection_string, self.container, **options)

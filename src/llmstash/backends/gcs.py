@@ -28,6 +28,7 @@ from llmstash.backends.objectstore import (
     check_name,
     check_path,
     check_threads,
+    import_sdk,
 )
 from llmstash.exceptions import ConfigurationError
 
@@ -37,14 +38,6 @@ BUCKET_RULE = (
     "starting and ending with a letter or digit, not starting with 'goog', not an IP address"
 )
 TIMEOUT = (CONNECT_TIMEOUT, READ_TIMEOUT)
-
-
-def _import_storage() -> Any:
-    try:
-        from google.cloud import storage
-    except ImportError:
-        raise ImportError('Cache(type="gcs") needs google-cloud-storage: pip install "llmstash[gcs]"') from None
-    return storage
 
 
 class GCSStorage(ObjectStorage):
@@ -82,7 +75,7 @@ class GCSStorage(ObjectStorage):
     def _bucket(self, per_thread: Any) -> Any:
         bucket = getattr(per_thread, "bucket", None)
         if bucket is None:
-            storage = _import_storage()
+            storage = import_sdk("google.cloud.storage", "gcs", "google-cloud-storage", "gcs")
             if self.service_account is not None:
                 client = storage.Client.from_service_account_json(os.fspath(self.service_account))
             else:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import re
 import threading
 import time
@@ -73,6 +74,14 @@ def check_name(option: str, value: object, pattern: str, rule: str) -> str:
     if not isinstance(value, str) or not re.fullmatch(pattern, value):
         raise ConfigurationError(f"{option} {value!r} is not a valid name: {rule}")
     return value
+
+
+def import_sdk(module: str, type_name: str, package: str, extra: str) -> Any:
+    """The store's SDK module, or an ImportError that names the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f'Cache(type="{type_name}") needs {package}: pip install "llmstash[{extra}]"') from None
 
 
 def check_threads(value: object) -> int:

@@ -25,6 +25,7 @@ from llmstash.backends.objectstore import (
     check_name,
     check_path,
     check_threads,
+    import_sdk,
 )
 from llmstash.exceptions import ConfigurationError
 
@@ -32,14 +33,6 @@ BUCKET_PATTERN = r"(?!\d+\.\d+\.\d+\.\d+$)(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-
 BUCKET_RULE = (
     "3-63 characters: lowercase letters, digits, '.' and '-', starting and ending with a letter or digit, not an IP address"
 )
-
-
-def _import_boto3() -> Any:
-    try:
-        import boto3
-    except ImportError:
-        raise ImportError('Cache(type="s3") needs boto3: pip install "llmstash[s3]"') from None
-    return boto3
 
 
 class S3Storage(ObjectStorage):
@@ -107,7 +100,7 @@ class S3Storage(ObjectStorage):
         return f"S3Storage(bucket={self.bucket!r}, prefix={self.prefix!r}{where})"  # never the keys
 
     def _make_client(self) -> Any:
-        boto3 = _import_boto3()
+        boto3 = import_sdk("boto3", "s3", "boto3", "s3")
         from botocore.config import Config
 
         config = Config(
