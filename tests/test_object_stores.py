@@ -13,6 +13,7 @@ import contextlib
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -605,3 +606,24 @@ def test_gcs_service_account_file(
         assert ask(upstream, "asked with a service account").id == first.id
         assert cache.stats()["errors"] == 0
         assert grants and set(grants) == {"urn:ietf:params:oauth:grant-type:jwt-bearer"}
+
+
+@pytest.mark.parametrize(
+    ("type_name", "module", "options", "extra"),
+    [
+        ("s3", "boto3", {"s3_bucket_name": "some-bucket"}, "llmstash[s3]"),
+        ("gcs", "google.cloud.storage", {"gcs_bucket_name": "some-bucket"}, "llmstash[gcs]"),
+        (
+            "azure-blob",
+            "azure.storage.blob",
+            {"azure_blob_container": "some-bucket", "azure_connection_string": "x"},
+            "llmstash[azure]",
+        ),
+    ],
+)
+def test_a_missing_sdk_names_the_extra_to_install(
+    type_name: str, module: str, options: dict[str, Any], extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if the package were not installed
+    with pytest.raises(ImportError, match=re.escape(extra)):  # when the Cache is made, not at its first call
+        Cache(type=type_name, **options)

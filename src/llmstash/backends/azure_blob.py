@@ -28,7 +28,6 @@ from llmstash.backends.objectstore import (
     check_name,
     check_path,
     check_threads,
-    import_sdk,
 )
 from llmstash.exceptions import ConfigurationError
 
@@ -39,6 +38,7 @@ CONNECTION_STRING_VARIABLE = "AZURE_STORAGE_CONNECTION_STRING"
 
 class AzureBlobStorage(ObjectStorage):
     name = "azure-blob"
+    sdk = ("azure.storage.blob", "azure-storage-blob", "azure")
     options = frozenset(
         {
             "azure_account_url",
@@ -85,8 +85,9 @@ class AzureBlobStorage(ObjectStorage):
         return f"AzureBlobStorage({where}, container={self.container!r}, prefix={self.prefix!r})"  # never a secret
 
     def _make_client(self) -> Any:
-        blob = import_sdk("azure.storage.blob", "azure-blob", "azure-storage-blob", "azure")
-        options = {"connection_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT, "retry_total": 0}
+        from azure.storage import blob
+
+        options: dict[str, Any] = {"connection_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT, "retry_total": 0}
         if self.connection_string is not None:
             return blob.ContainerClient.from_connection_string(self.connection_string, self.container, **options)
         credential = self._credential
@@ -99,6 +100,7 @@ class AzureBlobStorage(ObjectStorage):
                     'pip install "llmstash[azure]"'
                 ) from None
             credential = DefaultAzureCredential()
+        assert self.account_url is not None  # checked when the backend was made
         return blob.ContainerClient(self.account_url, self.container, credential=credential, **options)
 
     def _reason(self, exc: Exception) -> str:

@@ -28,7 +28,6 @@ from llmstash.backends.objectstore import (
     check_name,
     check_path,
     check_threads,
-    import_sdk,
 )
 from llmstash.exceptions import ConfigurationError
 
@@ -42,6 +41,7 @@ TIMEOUT = (CONNECT_TIMEOUT, READ_TIMEOUT)
 
 class GCSStorage(ObjectStorage):
     name = "gcs"
+    sdk = ("google.cloud.storage", "google-cloud-storage", "gcs")
     options = frozenset({"gcs_bucket_name", "gcs_path_service_account", "gcs_path", "object_store_threads"})
 
     def __init__(
@@ -75,7 +75,8 @@ class GCSStorage(ObjectStorage):
     def _bucket(self, per_thread: Any) -> Any:
         bucket = getattr(per_thread, "bucket", None)
         if bucket is None:
-            storage = import_sdk("google.cloud.storage", "gcs", "google-cloud-storage", "gcs")
+            from google.cloud import storage
+
             if self.service_account is not None:
                 client = storage.Client.from_service_account_json(os.fspath(self.service_account))
             else:

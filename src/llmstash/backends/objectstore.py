@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib
+import importlib.util
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, unquote
 
 from llmstash.backends._breaker import Breaker
@@ -76,14 +76,6 @@ def check_name(option: str, value: object, pattern: str, rule: str) -> str:
     return value
 
 
-def import_sdk(module: str, type_name: str, package: str, extra: str) -> Any:
-    """The store's SDK module, or an ImportError that names the extra to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(f'Cache(type="{type_name}") needs {package}: pip install "llmstash[{extra}]"') from None
-
-
 def check_threads(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
         raise ConfigurationError(f"object_store_threads must be an integer from 1 to 256, got {value!r}")
@@ -98,7 +90,18 @@ class ObjectStorage(Storage):
     description for logs). Everything else lives here.
     """
 
+    sdk: ClassVar[tuple[str, str, str]] = ("", "", "")
+    """(module, PyPI package, llmstash extra) of the store's SDK, checked when the backend is made."""
+
     def __init__(self, *, path: str, threads: int = DEFAULT_THREADS, clock: Clock = time.time) -> None:
+        module, package, extra = self.sdk
+        if module:  # a missing SDK is reported now, not as a failed first call
+            try:
+                missing = importlib.util.find_spec(module) is None
+            except (ImportError, ValueError):
+                missing = True
+            if missing:
+                raise ImportError(f'Cache(type="{self.name}") needs {package}: pip install "llmstash[{extra}]"')
         super().__init__(clock=clock)
         self.prefix = path + SEGMENT
         self.threads = threads

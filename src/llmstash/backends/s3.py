@@ -25,7 +25,6 @@ from llmstash.backends.objectstore import (
     check_name,
     check_path,
     check_threads,
-    import_sdk,
 )
 from llmstash.exceptions import ConfigurationError
 
@@ -37,6 +36,7 @@ BUCKET_RULE = (
 
 class S3Storage(ObjectStorage):
     name = "s3"
+    sdk = ("boto3", "boto3", "s3")
     options = frozenset(
         {
             "s3_bucket_name",
@@ -100,7 +100,7 @@ class S3Storage(ObjectStorage):
         return f"S3Storage(bucket={self.bucket!r}, prefix={self.prefix!r}{where})"  # never the keys
 
     def _make_client(self) -> Any:
-        boto3 = import_sdk("boto3", "s3", "boto3", "s3")
+        import boto3
         from botocore.config import Config
 
         config = Config(
